@@ -1,0 +1,241 @@
+"""The ``xidwatch`` command: one typer app; each command is a thin shell over the packages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import demo as demo_cmd
+from cli.render import event_json, explain_json, explain_text, xid_table
+from store.db import open_reader
+from store.errors import InvalidQueryError, XidwatchError
+from store.flood import FloodPolicy
+from store.queries import MAX_PAGE, XidFilter, list_xids
+from store.records import EventKind, StoredXid
+from store.windows import parse_instant_ms
+from watcher.catalog import default_catalog
+from watcher.clock import now_ms
+from watcher.config import DaemonConfig
+from watcher.daemon import Daemon
+from watcher.ingest import replay_captures
+from watcher.logs import configure_logging
+from watcher.xid import normalize_pci
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="xidwatch",
+    help="Record NVIDIA XID errors and GPU telemetry on a node, and answer questions about them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[
+    Path, typer.Option("--db", envvar="XIDWATCH_DB", help="SQLite store file.", show_default=True)
+]
+DEFAULT_DB = Path("/var/lib/xidwatch/xidwatch.db")
+
+
+@app.callback()
+def _setup(
+    log_level: Annotated[
+        str, typer.Option(envvar="XIDWATCH_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-console", help="Log format; default JSON unless a TTY."),
+    ] = None,
+) -> None:
+    configure_logging(log_level, json=log_json)
+
+
+@app.command()
+def run(
+    db: DbOption = DEFAULT_DB,
+    node: Annotated[
+        str | None, typer.Option(envvar="XIDWATCH_NODE", help="Node name; default hostname.")
+    ] = None,
+    kmsg: Annotated[bool, typer.Option("--kmsg/--no-kmsg", help="Read /dev/kmsg.")] = True,
+    kmsg_path: Annotated[Path, typer.Option(envvar="XIDWATCH_KMSG_PATH")] = Path("/dev/kmsg"),
+    kmsg_any_facility: Annotated[
+        bool,
+        typer.Option(
+            envvar="XIDWATCH_KMSG_ANY_FACILITY",
+            help="Also accept records user space wrote to /dev/kmsg "
+            "(tests only: lets root forge XIDs).",
+        ),
+    ] = False,
+    log_file: Annotated[
+        list[Path] | None, typer.Option(help="Also tail this kernel log file (repeatable).")
+    ] = None,
+    log_file_from_start: Annotated[
+        bool, typer.Option(help="Read tailed files from their start the first time.")
+    ] = False,
+    nvml: Annotated[
+        bool, typer.Option("--nvml/--no-nvml", help="Sample GPUs through NVML.")
+    ] = True,
+    flood_burst: Annotated[
+        int, typer.Option(min=1, help="Individual rows per GPU and code before folding.")
+    ] = 20,
+    flood_per_minute: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Individual rows per GPU and code per minute after that; 0 = never fold."
+        ),
+    ] = 6.0,
+) -> None:
+    """Run the node daemon: read the kernel log and record every XID until SIGTERM."""
+    config = DaemonConfig(
+        db_path=db,
+        kmsg=kmsg,
+        kmsg_path=kmsg_path,
+        kmsg_any_facility=kmsg_any_facility,
+        log_files=tuple(log_file or ()),
+        log_files_from_start=log_file_from_start,
+        flood=FloodPolicy(burst=flood_burst, per_minute=flood_per_minute),
+    )
+    if node:
+        config = replace(config, node=node)
+    if nvml:
+        typer.echo(
+            "note: NVML sampling is not built yet; recording XIDs from the kernel log only",
+            err=True,
+        )
+    asyncio.run(_run_daemon(Daemon(config)))
+
+
+async def _run_daemon(daemon: Daemon) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.run(stop)
+
+
+@app.command()
+def replay(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Captures: dmesg, dmesg -T, raw kmsg, syslog (.gz too).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    db: DbOption = DEFAULT_DB,
+    node: Annotated[str, typer.Option(help="Node name to record with the events.")] = "",
+    boot_time: Annotated[
+        str | None,
+        typer.Option(
+            help="When the captured machine booted (ISO 8601), to date dmesg's "
+            "seconds-since-boot stamps. Default: this machine's boot."
+        ),
+    ] = None,
+) -> None:
+    """Ingest saved kernel log captures; replaying the same capture again stores nothing new."""
+    from watcher.clock import boot_wall_ms
+
+    boot_ms = parse_instant_ms(boot_time, now_ms=now_ms()) if boot_time else boot_wall_ms()
+    result = asyncio.run(replay_captures(files, db, node=node, boot_wall_ms=boot_ms))
+    folded = f", {result.folded} folded into bursts" if result.folded else ""
+    dupes = f", {result.duplicates} already stored" if result.duplicates else ""
+    typer.echo(
+        f"stored {result.stored} events from {result.lines} lines "
+        f"({result.events} XID/SXid lines{folded}{dupes}) into {db}"
+    )
+
+
+@app.command()
+def xids(
+    db: DbOption = DEFAULT_DB,
+    since: Annotated[str, typer.Option(help="Window start: 24h, 7d, or an ISO time.")] = "24h",
+    until: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
+    gpu: Annotated[
+        list[str] | None, typer.Option(help="PCI bus id, e.g. 0000:3b:00.0 (repeatable).")
+    ] = None,
+    code: Annotated[list[int] | None, typer.Option(help="XID code (repeatable).")] = None,
+    action: Annotated[
+        list[str] | None, typer.Option(help="Catalog action, e.g. RESET_GPU (repeatable).")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="xid or sxid.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE)] = 200,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array instead of a table.")
+    ] = False,
+) -> None:
+    """List stored XID events, newest first. Bursts show their exact count."""
+    now = now_ms()
+    filters = XidFilter(
+        since_ms=parse_instant_ms(since, now_ms=now),
+        until_ms=parse_instant_ms(until, now_ms=now) if until else None,
+        pci_bus_ids=[_gpu(g) for g in gpu or ()],
+        codes=list(code or ()),
+        actions=[a.upper() for a in action or ()],
+        kind=_kind(kind),
+    )
+    events = asyncio.run(_list(db, filters, limit))
+    catalog = default_catalog()
+    if as_json:
+        typer.echo(json.dumps([event_json(e, catalog) for e in events], indent=2))
+    elif events:
+        typer.echo(xid_table(events, catalog))
+    else:
+        typer.echo(f"no XID events since {since} in {db}")
+
+
+async def _list(db: Path, filters: XidFilter, limit: int) -> list[StoredXid]:
+    conn = await open_reader(db)
+    try:
+        return list((await list_xids(conn, filters, limit=limit)).events)
+    finally:
+        await conn.close()
+
+
+def _gpu(text: str) -> str:
+    try:
+        return normalize_pci(text.strip())
+    except ValueError as e:
+        raise InvalidQueryError(f"--gpu {text!r}: give a PCI bus id like 0000:3b:00.0") from e
+
+
+def _kind(text: str | None) -> EventKind | None:
+    if text is None:
+        return None
+    if text not in ("xid", "sxid"):
+        raise InvalidQueryError(f"--kind {text!r}: use xid or sxid")
+    return "xid" if text == "xid" else "sxid"
+
+
+@app.command()
+def explain(
+    code: Annotated[int, typer.Argument(help="The XID (or, with --sxid, SXid) number.")],
+    sxid: Annotated[bool, typer.Option(help="Explain an NVSwitch SXid.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What an XID means and what to do about it, from the packaged catalog."""
+    catalog = default_catalog()
+    info = catalog.lookup(code, "sxid" if sxid else "xid")
+    if as_json:
+        typer.echo(json.dumps(explain_json(info, catalog), indent=2))
+    else:
+        typer.echo(explain_text(info, catalog))
+
+
+app.command(name="demo")(demo_cmd.demo)
+
+
+def main() -> None:
+    """Console-script entry point: errors we raise on purpose print as one line, exit 2."""
+    try:
+        app()
+    except XidwatchError as e:
+        typer.echo(f"xidwatch: error: {e}", err=True)
+        sys.exit(2)

@@ -1,0 +1,111 @@
+"""Turning stored events into what a person or a script reads: table rows and JSON objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.records import StoredXid
+from store.windows import format_ts
+from watcher.catalog import XidCatalog, XidInfo
+
+__all__ = ["event_json", "explain_json", "explain_text", "xid_table"]
+
+
+def event_json(e: StoredXid, catalog: XidCatalog) -> dict[str, Any]:
+    """The ``xids --json`` object: a stable contract (fields are added, never renamed)."""
+    info = catalog.lookup(e.xid, e.kind)
+    return {
+        "ts": format_ts(e.ts_ms),
+        "last_ts": format_ts(e.last_ts_ms),
+        "kind": e.kind,
+        "xid": e.xid,
+        "count": e.count,
+        "burst": e.burst,
+        "node": e.node,
+        "pci_bus_id": e.pci_bus_id,
+        "gpu_uuid": e.gpu_uuid,
+        "mig_gi": e.mig_gi,
+        "mig_ci": e.mig_ci,
+        "pid": e.pid,
+        "process": e.process,
+        "mnemonic": info.mnemonic,
+        "title": info.title,
+        "immediate_action": e.action,
+        "message": e.message,
+        "source": e.source,
+        "boot_id": e.boot_id,
+        "seq": e.seq,
+        "id": e.id,
+    }
+
+
+def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160) -> str:
+    """A fixed-width table, newest first; a burst row shows its count as ``x57``."""
+    header = ("TIME (UTC)", "KIND", "XID", "GPU", "N", "PID", "PROCESS", "ACTION", "WHAT")
+    rows = [header]
+    for e in events:
+        info = catalog.lookup(e.xid, e.kind)
+        rows.append(
+            (
+                format_ts(e.ts_ms)[:19].replace("T", " "),
+                e.kind,
+                str(e.xid),
+                e.pci_bus_id or "-",
+                f"x{e.count}" if e.burst else "1",
+                str(e.pid) if e.pid is not None else "-",
+                e.process or "-",
+                e.action,
+                info.title,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)]
+        lines.append(("  ".join([*cells, r[-1]]))[:width].rstrip())
+    return "\n".join(lines)
+
+
+def explain_json(info: XidInfo, catalog: XidCatalog) -> dict[str, Any]:
+    return {
+        "code": info.code,
+        "kind": info.kind,
+        "known": info.known,
+        "mnemonic": info.mnemonic,
+        "title": info.title,
+        "description": info.description,
+        "immediate_action": info.immediate_action,
+        "immediate_action_text": catalog.action_text(info.immediate_action),
+        "investigatory_action": info.investigatory_action,
+        "investigatory_action_text": (
+            catalog.action_text(info.investigatory_action) if info.investigatory_action else None
+        ),
+        "fatal": info.fatal,
+        "causes": [{"code": c, "meaning": catalog.causes.get(c, c)} for c in info.causes],
+        "notes": info.notes,
+    }
+
+
+def explain_text(info: XidInfo, catalog: XidCatalog) -> str:
+    """The catalog entry in words a person can act on."""
+    kind = "SXid" if info.kind == "sxid" else "XID"
+    fatal = {True: "fatal", False: "non-fatal", None: "severity unknown"}[info.fatal]
+    lines = [
+        f"{kind} {info.code}: {info.title}" + (f"  ({info.mnemonic})" if info.mnemonic else ""),
+        f"  {fatal}",
+        "",
+        f"  What happened: {info.description}",
+    ]
+    if info.causes:
+        causes = ", ".join(catalog.causes.get(c, c) for c in info.causes)
+        lines.append(f"  Likely causes: {causes}")
+    lines += [
+        "",
+        f"  Do now ({info.immediate_action}): {catalog.action_text(info.immediate_action)}",
+    ]
+    if info.investigatory_action:
+        text = catalog.action_text(info.investigatory_action)
+        lines.append(f"  Then investigate ({info.investigatory_action}): {text}")
+    if info.notes:
+        lines += ["", f"  Notes: {info.notes}"]
+    return "\n".join(lines)

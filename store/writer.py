@@ -1,0 +1,337 @@
+"""The single writer: one task owns the write connection and commits in batches.
+
+Producers call :meth:`StoreWriter.put` (never blocks, never drops an XID). The task takes
+what is queued, up to ``batch_max`` items or ``flush_interval_s`` after the first, and
+commits it in one transaction together with the source watermarks, so a crash can lose
+neither an event nor the record of having stored it. A failed commit (disk full, file
+locked) is rolled back and retried with backoff; the batch is kept in memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from store.db import open_for_writing
+from store.flood import MAX_BURST_SPAN_MS, FloodKey, FloodPolicy, FloodState
+from store.records import Checkpoint, XidEvent
+
+__all__ = ["StoreWriter", "WriterStats"]
+
+log = structlog.get_logger("store.writer")
+
+Item = XidEvent | Checkpoint
+
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO xid_events (
+    ts_ms, last_ts_ms, received_ms, count, burst, node, kind, xid, pci_bus_id, gpu_uuid,
+    mig_gi, mig_ci, pid, process, message, raw, source, action, boot_id, seq
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_GROW_BURST = """
+UPDATE xid_events SET count = count + ?, last_ts_ms = max(last_ts_ms, ?),
+    pid = ?, process = ?, message = ?, raw = ?
+WHERE id = ?
+"""
+_UPSERT_WATERMARK = """
+INSERT INTO watermarks (source_key, position, updated_ms) VALUES (?, ?, ?)
+ON CONFLICT (source_key) DO UPDATE SET
+    position = max(position, excluded.position), updated_ms = excluded.updated_ms
+"""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters the daemon exports; all cumulative since start."""
+
+    events_stored: int = 0
+    events_folded: int = 0
+    duplicates_skipped: int = 0
+    batches: int = 0
+    commit_retries: int = 0
+    last_commit_s: float = 0.0
+    last_commit_wall_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Burst:
+    row_id: int | None  # None until inserted
+    first_ts_ms: int
+    last_ts_ms: int
+
+    def absorbs(self, ts_ms: int, gap_ms: int) -> bool:
+        """A folded event joins this burst if it is close and the span stays bounded."""
+        return ts_ms - self.last_ts_ms <= gap_ms and ts_ms - self.first_ts_ms < MAX_BURST_SPAN_MS
+
+
+@dataclass(slots=True)
+class _Growth:
+    """What one batch adds to one burst row: a new head row and/or extra folded events."""
+
+    burst: _Burst
+    head: XidEvent | None
+    last: XidEvent
+    extra: int = 0
+
+
+@dataclass(slots=True)
+class _Plan:
+    inserts: list[XidEvent] = field(default_factory=list)
+    growths: list[_Growth] = field(default_factory=list)
+    current: dict[FloodKey, _Growth] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    folded: int = 0
+    stored: int = 0
+
+
+class StoreWriter:
+    """Owns the store's write connection; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flood: FloodPolicy | None = None,
+        batch_max: int = 1000,
+        flush_interval_s: float = 0.02,
+        max_backoff_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[Sequence[XidEvent]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.stats = WriterStats()
+        self._flood = FloodState(flood or FloodPolicy())
+        self._batch_max = batch_max
+        self._flush_interval_s = flush_interval_s
+        self._max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._on_commit = on_commit
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        self._conn: aiosqlite.Connection | None = None
+        self._watermarks: dict[str, int] = {}
+        self._bursts: dict[FloodKey, _Burst] = {}
+
+    async def open(self) -> None:
+        """Open the connection and load watermarks and open bursts from the store."""
+        self._conn = await open_for_writing(self.path)
+        async with self._conn.execute("SELECT source_key, position FROM watermarks") as cur:
+            self._watermarks = {str(k): int(p) async for k, p in cur}
+        cutoff_ms = int(self._clock() * 1000) - self._flood.policy.gap_ms
+        query = (
+            "SELECT kind, coalesce(pci_bus_id, ''), xid, max(id), ts_ms, last_ts_ms "
+            "FROM xid_events WHERE burst = 1 AND last_ts_ms >= ? GROUP BY 1, 2, 3"
+        )
+        async with self._conn.execute(query, (cutoff_ms,)) as cur:
+            async for kind, pci, xid, row_id, first_ts, last_ts in cur:
+                self._bursts[(kind, pci, int(xid))] = _Burst(row_id, first_ts, last_ts)
+
+    def watermark(self, source_key: str) -> int | None:
+        """The highest committed position for a source, or None if it was never seen."""
+        return self._watermarks.get(source_key)
+
+    def put(self, item: Item) -> None:
+        """Queue an event or checkpoint; never blocks and never drops."""
+        self._queue.put_nowait(item)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """Commit batches until :meth:`close` is called, then drain what is left."""
+        if self._conn is None:
+            await self.open()
+        done = False
+        while not done:
+            batch, done = await self._next_batch()
+            if batch:
+                await self._commit(batch)
+
+    async def close(self) -> None:
+        """Ask :meth:`run` to finish after committing everything queued before this call."""
+        self._queue.put_nowait(None)
+
+    async def aclose_connection(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _next_batch(self) -> tuple[list[Item], bool]:
+        first = await self._queue.get()
+        if first is None:
+            return self._drain_nowait(), True
+        batch = [first]
+        deadline = asyncio.get_running_loop().time() + self._flush_interval_s
+        while len(batch) < self._batch_max:
+            if self._queue.empty():
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    break
+            else:
+                item = self._queue.get_nowait()
+            if item is None:
+                return batch + self._drain_nowait(), True
+            batch.append(item)
+        return batch, False
+
+    def _drain_nowait(self) -> list[Item]:
+        items: list[Item] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                items.append(item)
+        return items
+
+    async def _commit(self, batch: list[Item]) -> None:
+        backoff_s = 0.05
+        while True:
+            flood = self._flood.copy()
+            bursts = {
+                k: _Burst(b.row_id, b.first_ts_ms, b.last_ts_ms) for k, b in self._bursts.items()
+            }
+            plan = self._plan(batch, flood, bursts)
+            started = time.perf_counter()
+            try:
+                await self._apply(plan)
+            except sqlite3.OperationalError as e:
+                await self._rollback()
+                self.stats.commit_retries += 1
+                log.warning(
+                    "store_commit_failed_retrying",
+                    error=str(e),
+                    pending=len(batch),
+                    retry_in_s=backoff_s,
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+                continue
+            break
+        self._flood, self._bursts = flood, bursts
+        self._watermarks.update(plan.watermarks)
+        self.stats.batches += 1
+        self.stats.events_stored += plan.stored
+        self.stats.events_folded += plan.folded
+        self.stats.duplicates_skipped += plan.duplicates
+        self.stats.last_commit_s = time.perf_counter() - started
+        self.stats.last_commit_wall_ms = int(self._clock() * 1000)
+        if self._on_commit is not None:
+            self._on_commit([i for i in batch if isinstance(i, XidEvent)])
+
+    def _plan(self, batch: list[Item], flood: FloodState, bursts: dict[FloodKey, _Burst]) -> _Plan:
+        plan = _Plan()
+        marks = plan.watermarks
+        for item in batch:
+            cursor = item.cursor
+            if cursor is not None:
+                seen = marks.get(cursor.source_key, self._watermarks.get(cursor.source_key, -1))
+                if cursor.position <= seen:
+                    plan.duplicates += isinstance(item, XidEvent)
+                    continue
+                marks[cursor.source_key] = cursor.position
+            if isinstance(item, Checkpoint):
+                continue
+            key: FloodKey = (item.kind, item.pci_bus_id or "", item.xid)
+            if flood.admit(key, item.ts_ms):
+                plan.inserts.append(item)
+            else:
+                self._fold(plan, bursts, key, item)
+        return plan
+
+    def _fold(
+        self, plan: _Plan, bursts: dict[FloodKey, _Burst], key: FloodKey, event: XidEvent
+    ) -> None:
+        plan.folded += 1
+        burst = bursts.get(key)
+        if burst is None or not burst.absorbs(event.ts_ms, self._flood.policy.gap_ms):
+            burst = bursts[key] = _Burst(None, event.ts_ms, event.ts_ms)
+            plan.current[key] = _Growth(burst, head=event, last=event)
+            plan.growths.append(plan.current[key])
+            return
+        burst.last_ts_ms = max(burst.last_ts_ms, event.ts_ms)
+        growth = plan.current.get(key)
+        if growth is None or growth.burst is not burst:
+            growth = plan.current[key] = _Growth(burst, head=None, last=event)
+            plan.growths.append(growth)
+        growth.extra += 1
+        growth.last = event
+
+    async def _apply(self, plan: _Plan) -> None:
+        conn = self._conn
+        assert conn is not None, "StoreWriter.open() was not awaited"
+        now_ms = int(self._clock() * 1000)
+        await conn.execute("BEGIN IMMEDIATE")
+        before = conn.total_changes
+        if plan.inserts:
+            await conn.executemany(_INSERT_EVENT, [_row(e, burst=False) for e in plan.inserts])
+        plan.stored = conn.total_changes - before
+        plan.duplicates += len(plan.inserts) - plan.stored
+        grows = []
+        for g in plan.growths:
+            if g.head is not None:
+                cur = await conn.execute(_INSERT_EVENT, _row(g.head, burst=True))
+                g.burst.row_id = cur.lastrowid
+            if g.extra:
+                last = g.last
+                grows.append(
+                    (
+                        g.extra,
+                        last.ts_ms,
+                        last.pid,
+                        last.process,
+                        last.message,
+                        last.raw,
+                        g.burst.row_id,
+                    )
+                )
+        if grows:
+            await conn.executemany(_GROW_BURST, grows)
+        if plan.watermarks:
+            await conn.executemany(
+                _UPSERT_WATERMARK, [(k, p, now_ms) for k, p in plan.watermarks.items()]
+            )
+        await conn.commit()
+
+    async def _rollback(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.rollback()
+            except sqlite3.Error:
+                log.warning("store_rollback_failed")
+
+
+def _row(e: XidEvent, *, burst: bool) -> tuple[object, ...]:
+    """Column values for ``_INSERT_EVENT``; a burst row keeps no (boot_id, seq) identity."""
+    return (
+        e.ts_ms,
+        e.ts_ms,
+        e.received_ms,
+        1,
+        int(burst),
+        e.node,
+        e.kind,
+        e.xid,
+        e.pci_bus_id,
+        e.gpu_uuid,
+        e.mig_gi,
+        e.mig_ci,
+        e.pid,
+        e.process,
+        e.message,
+        e.raw,
+        e.source,
+        e.action,
+        None if burst else e.boot_id,
+        None if burst else e.seq,
+    )
