@@ -68,7 +68,7 @@ def parse_capture_line(line: str, *, now_ms: int, tz: timezone | None = None) ->
                 seq=record.seq,
             )
     if (m := _DMESG_RE.match(line)) is not None:
-        return CaptureLine(_strip_caller(m["text"]), mono_ms=int(float(m["secs"]) * 1000))
+        return CaptureLine(_strip_caller(m["text"]), mono_ms=_seconds_to_ms(m["secs"]))
     if (m := _DMESG_T_RE.match(line)) is not None:
         when = _parse_time(m["when"], "%a %b %d %H:%M:%S %Y", tz)
         return CaptureLine(_strip_caller(m["text"]), wall_ms=when)
@@ -148,6 +148,12 @@ def _syslog_time(stamp: str, fmt: str, tz: timezone | None, now_ms: int) -> int 
     return when
 
 
+def _seconds_to_ms(text: str) -> int:
+    """``1234.567890`` -> 1234567, exactly as kmsg's ``ts_usec // 1000`` would give."""
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1000 + int((frac + "000")[:3])
+
+
 def _strip_caller(text: str) -> str:
     return _CALLER_RE.sub("", text, count=1)
 
@@ -157,7 +163,10 @@ def _parse_time(text: str, fmt: str, tz: timezone | None) -> int | None:
         parsed = datetime.strptime(" ".join(text.split()), fmt)
     except ValueError:
         return None
-    return _ms(parsed.replace(tzinfo=tz) if tz is not None else parsed.astimezone())
+    try:
+        return _ms(parsed.replace(tzinfo=tz) if tz is not None else parsed.astimezone())
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _parse_iso(text: str, tz: timezone | None) -> int | None:
@@ -165,10 +174,17 @@ def _parse_iso(text: str, tz: timezone | None) -> int | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz) if tz is not None else parsed.astimezone()
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz) if tz is not None else parsed.astimezone()
+    except (ValueError, OverflowError, OSError):
+        return None
     return _ms(parsed)
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
+def _ms(dt: datetime) -> int | None:
+    """Epoch milliseconds, or None for a stamp the platform cannot place (year 1, 9999)."""
+    try:
+        return int(dt.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        return None

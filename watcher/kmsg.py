@@ -77,7 +77,9 @@ def format_kmsg_record(
     seq: int, text: str, *, ts_usec: int = 0, facility: int = 0, level: int = 4, flags: str = "-"
 ) -> bytes:
     """Encode a record the way the kernel presents it (used by the device double)."""
-    escaped = "".join(c if c.isprintable() and c != "\\" else f"\\x{ord(c):02x}" for c in text)
+    escaped = text
+    if not text.isprintable() or "\\" in text:
+        escaped = "".join(c if c.isprintable() and c != "\\" else f"\\x{ord(c):02x}" for c in text)
     return f"{facility << 3 | level},{seq},{ts_usec},{flags};{escaped}\n".encode()
 
 

@@ -20,14 +20,14 @@ FALLEN_OFF_BUS_XID = 79
 _ADDR = r"(?P<addr>[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-7])?)"
 _XID_RE = re.compile(
     rf"NVRM: Xid \((?:PCI:)?{_ADDR}(?P<mig>(?: GPU-C?I:[0-9]{{1,3}})*)\): "
-    r"(?P<code>[0-9]{1,6})(?:,\s*(?P<rest>.*))?",
+    r"(?P<code>[0-9]{1,6})(?:,\s*(?P<rest>.*)|\s*$)",
     re.S,
 )
 _MIG_RE = re.compile(r"GPU-(?P<which>C?I):(?P<n>[0-9]{1,3})")
 _PID_RE = re.compile(r"pid=(?P<pid>[^,]*)(?:, name=(?P<name>[^,]*))?(?:,\s*(?P<msg>.*))?", re.S)
 _SXID_RE = re.compile(
     rf"nvidia-nvswitch[0-9]{{0,4}}: SXid \((?:PCI:)?{_ADDR}\): (?P<code>[0-9]{{1,6}})"
-    r"(?:,\s*(?P<msg>.*))?",
+    r"(?:,\s*(?P<msg>.*)|\s*$)",
     re.S,
 )
 _SXID_DETAIL = ("Severity ", "Data {")

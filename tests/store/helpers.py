@@ -1,0 +1,56 @@
+"""Builders for store tests (imported, not a fixture module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from store.db import prepare_store
+from store.flood import FloodPolicy
+from store.records import Checkpoint, SourceCursor, XidEvent
+from store.writer import StoreWriter
+
+
+def event(
+    n: int,
+    *,
+    xid: int = 13,
+    gpu: str = "00000000:3B:00.0",
+    ts_ms: int | None = None,
+    key: str | None = "kmsg:b1",
+    boot_id: str | None = "b1",
+) -> XidEvent:
+    return XidEvent(
+        ts_ms=ts_ms if ts_ms is not None else 1_700_000_000_000 + n * 1000,
+        received_ms=1_700_000_000_000 + n * 1000,
+        kind="xid",
+        xid=xid,
+        message=f"msg {n}",
+        raw=f"NVRM: Xid (PCI:{gpu}): {xid}, pid={n}, msg {n}",
+        source="kmsg",
+        action="RESTART_APP",
+        node="n1",
+        pci_bus_id=gpu,
+        pid=n,
+        process="python3",
+        boot_id=boot_id,
+        seq=n if boot_id else None,
+        cursor=SourceCursor(key, n) if key else None,
+    )
+
+
+async def write_all(
+    path: Path, items: list[XidEvent | Checkpoint], *, flood: FloodPolicy | None = None
+) -> StoreWriter:
+    """Open a writer, put everything, close it; returns the writer for its stats."""
+    import asyncio
+
+    prepare_store(path)
+    writer = StoreWriter(path, flood=flood or FloodPolicy(per_minute=0))
+    await writer.open()
+    task = asyncio.create_task(writer.run())
+    for item in items:
+        writer.put(item)
+    await writer.close()
+    await task
+    await writer.aclose_connection()
+    return writer
