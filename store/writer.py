@@ -1,8 +1,9 @@
 """The single writer: one task owns the write connection and commits in batches.
 
 Producers call :meth:`StoreWriter.put` (never blocks, never drops an XID). The task takes
-what is queued, up to ``batch_max`` items or ``flush_interval_s`` after the first, and
-commits it in one transaction together with the source watermarks, so a crash can lose
+what is queued (group commit: whatever arrived while the last commit ran, up to
+``batch_max``; ``flush_interval_s`` > 0 waits that long for more) and commits it in one
+transaction together with the source watermarks, so a crash can lose
 neither an event nor the record of having stored it. A failed commit (disk full, file
 locked) is rolled back and retried with backoff; the batch is kept in memory meanwhile.
 """
@@ -84,6 +85,7 @@ class _Growth:
 @dataclass(slots=True)
 class _Plan:
     inserts: list[XidEvent] = field(default_factory=list)
+    accepted: list[XidEvent] = field(default_factory=list)
     growths: list[_Growth] = field(default_factory=list)
     current: dict[FloodKey, _Growth] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
@@ -101,7 +103,7 @@ class StoreWriter:
         *,
         flood: FloodPolicy | None = None,
         batch_max: int = 1000,
-        flush_interval_s: float = 0.02,
+        flush_interval_s: float = 0.0,
         max_backoff_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[Sequence[XidEvent]], None] | None = None,
@@ -226,8 +228,21 @@ class StoreWriter:
         self.stats.duplicates_skipped += plan.duplicates
         self.stats.last_commit_s = time.perf_counter() - started
         self.stats.last_commit_wall_ms = int(self._clock() * 1000)
+        for event in plan.inserts:
+            log.info(
+                "xid_stored",
+                xid=event.xid,
+                kind=event.kind,
+                gpu=event.pci_bus_id,
+                action=event.action,
+                pid=event.pid,
+                source=event.source,
+            )
+        for growth in plan.growths:
+            if growth.head is not None:
+                log.warning("xid_flood_folding", xid=growth.head.xid, gpu=growth.head.pci_bus_id)
         if self._on_commit is not None:
-            self._on_commit([i for i in batch if isinstance(i, XidEvent)])
+            self._on_commit(plan.accepted)
 
     def _plan(self, batch: list[Item], flood: FloodState, bursts: dict[FloodKey, _Burst]) -> _Plan:
         plan = _Plan()
@@ -242,6 +257,7 @@ class StoreWriter:
                 marks[cursor.source_key] = cursor.position
             if isinstance(item, Checkpoint):
                 continue
+            plan.accepted.append(item)
             key: FloodKey = (item.kind, item.pci_bus_id or "", item.xid)
             if flood.admit(key, item.ts_ms):
                 plan.inserts.append(item)

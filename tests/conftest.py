@@ -8,6 +8,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,7 +28,7 @@ class RealKmsgWriter:
     caller's own flush record only when asked, and writes are paced session-wide.
     """
 
-    _history: deque[float] = deque(maxlen=8)
+    _history: ClassVar[deque[float]] = deque(maxlen=8)
 
     def __init__(self) -> None:
         self.tag = f"xwt{uuid.uuid4().hex[:10]}"

@@ -40,6 +40,7 @@ log = structlog.get_logger("watcher.kmsg")
 
 KMSG_PATH = Path("/dev/kmsg")
 READ_SIZE = 8192
+DRAIN_MAX = 1000
 _ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
@@ -191,9 +192,10 @@ class KmsgSource:
         self._stopped.set()
 
     def _drain(self, device: KmsgDevice, sink: Callable[[LogRecord], None]) -> None:
+        """Read what is ready, at most ``DRAIN_MAX`` records before yielding to the loop."""
         if self._failure is not None:
             return
-        while True:
+        for _ in range(DRAIN_MAX):
             try:
                 data = device.read(READ_SIZE)
             except BlockingIOError:
@@ -208,6 +210,7 @@ class KmsgSource:
             if not data:
                 return
             self._deliver(data, sink)
+        asyncio.get_running_loop().call_soon(self._drain, device, sink)  # a backlog: go on soon
 
     def _deliver(self, data: bytes, sink: Callable[[LogRecord], None]) -> None:
         record = parse_kmsg_record(data)

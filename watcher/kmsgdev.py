@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections import deque
 
 from watcher.kmsg import format_kmsg_record
 
@@ -23,7 +22,9 @@ class MemoryKmsgDevice:
     """A ring of ``capacity`` records with a single reader position."""
 
     def __init__(self, capacity: int = 4096, *, first_seq: int = 0) -> None:
-        self._ring: deque[tuple[int, bytes]] = deque(maxlen=capacity)
+        self._capacity = capacity
+        self._ring: dict[int, bytes] = {}
+        self._first_seq = first_seq
         self._next_seq = first_seq
         self._read_seq = first_seq
         self._wake_r, self._wake_w = os.pipe()
@@ -39,7 +40,8 @@ class MemoryKmsgDevice:
         record = format_kmsg_record(
             seq, text, ts_usec=ts_usec, facility=facility, level=level, flags=flags
         )
-        self._ring.append((seq, record))
+        self._ring[seq] = record
+        self._ring.pop(seq - self._capacity, None)
         self._next_seq += 1
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
             os.write(self._wake_w, b"\0")
@@ -47,9 +49,12 @@ class MemoryKmsgDevice:
 
     def reopen(self) -> MemoryKmsgDevice:
         """A fresh reader at the first record still in the ring, like a new open()."""
-        self._read_seq = self._ring[0][0] if self._ring else self._next_seq
+        self._read_seq = self._oldest()
         self.closed = False
         return self
+
+    def _oldest(self) -> int:
+        return max(self._first_seq, self._next_seq - self._capacity)
 
     def fileno(self) -> int:
         return self._wake_r
@@ -57,13 +62,12 @@ class MemoryKmsgDevice:
     def read(self, size: int) -> bytes:
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 65536)
-        if not self._ring or self._read_seq >= self._next_seq:
+        if self._read_seq >= self._next_seq:
             raise BlockingIOError(errno.EAGAIN, "no record")
-        oldest = self._ring[0][0]
-        if self._read_seq < oldest:
-            self._read_seq = oldest
+        if self._read_seq < self._oldest():
+            self._read_seq = self._oldest()
             raise OSError(errno.EPIPE, "records were overwritten")
-        record = self._ring[self._read_seq - oldest][1]
+        record = self._ring[self._read_seq]
         if len(record) > size:
             raise OSError(errno.EINVAL, "buffer smaller than the record")
         self._read_seq += 1

@@ -70,7 +70,7 @@ class XidPipeline:
         if record.cursor is not None:
             self._pending.pop(record.cursor.source_key, None)
         self.stats.events += 1
-        log.info(
+        log.debug(
             "xid_seen",
             kind=event.kind,
             xid=event.xid,

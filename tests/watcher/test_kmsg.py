@@ -20,7 +20,10 @@ XID = "NVRM: Xid (PCI:0000:3b:00): 13, pid=7, name=a, Graphics Exception"
 
 def _source(device: MemoryKmsgDevice, **kwargs: object) -> KmsgSource:
     return KmsgSource(
-        device.reopen, boot_id="b1", boot_wall_ms=lambda: 1_000_000, now_ms=lambda: 5,
+        device.reopen,
+        boot_id="b1",
+        boot_wall_ms=lambda: 1_000_000,
+        now_ms=lambda: 5,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -130,7 +133,7 @@ def test_records_at_or_below_the_restart_watermark_are_skipped() -> None:
 
 def test_malformed_records_are_counted_not_fatal() -> None:
     device = MemoryKmsgDevice()
-    device._ring.append((0, b"garbage without header"))
+    device._ring[0] = b"garbage without header"
     device._next_seq = 1
     source = _source(device)
     assert _drain(source, device) == []
@@ -214,8 +217,12 @@ async def test_run_delivers_records_written_while_running_and_stops_cleanly() ->
 async def test_real_kmsg_record_written_by_root_arrives(real_kmsg: RealKmsgWriter) -> None:
     line = real_kmsg.xid_line(13, 1)
     source = KmsgSource(
-        OsKmsgDevice, boot_id="real", boot_wall_ms=lambda: 0, now_ms=lambda: 0,
-        any_facility=True, poll_interval_s=0.02,
+        OsKmsgDevice,
+        boot_id="real",
+        boot_wall_ms=lambda: 0,
+        now_ms=lambda: 0,
+        any_facility=True,
+        poll_interval_s=0.02,
     )
     seen = asyncio.Event()
     texts: list[str] = []

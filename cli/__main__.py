@@ -1,0 +1,5 @@
+"""``python -m cli`` runs the xidwatch command (as the console script does)."""
+
+from cli.main import main
+
+main()

@@ -1,0 +1,122 @@
+"""The command-line contract: replay, xids (table and --json), explain, demo, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(str(resources.files("watcher").joinpath("data/sample-kern.log")))
+
+
+def xidwatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "--log-level", "warning", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_replay_reports_what_it_stored_and_is_idempotent(db_path: Path) -> None:
+    first = xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("stored 54 events from 111 lines")
+    again = xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    assert again.stdout.startswith("stored 0 events"), again.stdout
+    assert "already stored" in again.stdout
+
+
+def test_xids_json_objects_carry_the_contract_fields(db_path: Path) -> None:
+    xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    out = xidwatch("xids", "--db", str(db_path), "--since", "400d", "--json", "--code", "79")
+    assert out.returncode == 0, out.stderr
+    (event,) = json.loads(out.stdout)
+    for key in (
+        "ts",
+        "kind",
+        "xid",
+        "pci_bus_id",
+        "pid",
+        "process",
+        "mnemonic",
+        "immediate_action",
+        "message",
+    ):
+        assert key in event
+    assert event["ts"].endswith("Z") and event["ts"][10] == "T"
+    assert (event["xid"], event["pci_bus_id"], event["pid"], event["process"]) == (
+        79,
+        "00000000:86:00.0",
+        28115,
+        "trainer",
+    )
+    assert event["mnemonic"] == "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS"
+    assert event["immediate_action"] == "RESTART_BM"
+
+
+def test_xids_json_reports_a_flood_as_a_burst_with_its_exact_count(db_path: Path) -> None:
+    xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    out = xidwatch("xids", "--db", str(db_path), "--since", "400d", "--json", "--code", "43")
+    events = json.loads(out.stdout)
+    assert sum(e["count"] for e in events) == 64
+    assert any(e["burst"] and e["count"] > 1 for e in events)
+
+
+def test_xids_table_filters_by_gpu_in_any_pci_spelling(db_path: Path) -> None:
+    xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    out = xidwatch("xids", "--db", str(db_path), "--since", "400d", "--gpu", "0000:af:00")
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.startswith("TIME (UTC)")
+    assert {row.split()[4] for row in rows} == {"00000000:AF:00.0"}
+    assert len(rows) == 3
+
+
+def test_explain_says_what_to_do(tmp_path: Path) -> None:
+    out = xidwatch("explain", "79")
+    assert out.returncode == 0
+    assert "XID 79: GPU has fallen off the bus" in out.stdout
+    assert "Do now (RESTART_BM)" in out.stdout
+    data = json.loads(xidwatch("explain", "48", "--json").stdout)
+    assert data["immediate_action"] == "WORKFLOW_XID_48" and data["known"] is True
+    unknown = json.loads(xidwatch("explain", "4242", "--json").stdout)
+    assert unknown["known"] is False and unknown["immediate_action"] == "UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("xids", "--since", "yesterday"), "neither a duration"),
+        (("xids", "--gpu", "gpu3"), "give a PCI bus id"),
+        (("xids", "--kind", "bogus"), "use xid or sxid"),
+    ],
+    ids=["since", "gpu", "kind"],
+)
+def test_bad_arguments_get_a_one_line_error_and_exit_2(
+    db_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    xidwatch("replay", str(SAMPLE), "--db", str(db_path))
+    out = xidwatch(*args, "--db", str(db_path))
+    assert out.returncode == 2
+    assert out.stderr.startswith("xidwatch: error:") and message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_missing_store_says_how_to_make_one(tmp_path: Path) -> None:
+    out = xidwatch("xids", "--db", str(tmp_path / "none.db"))
+    assert out.returncode == 2
+    assert "xidwatch run --db" in out.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_tour_end_to_end(tmp_path: Path) -> None:
+    out = xidwatch("demo", "--db", str(tmp_path / "demo.db"), "--duration", "2.5")
+    assert out.returncode == 0, out.stderr
+    assert "daemon stored 4 events live" in out.stdout
+    assert "total 87 events" in out.stdout

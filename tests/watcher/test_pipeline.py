@@ -1,0 +1,83 @@
+"""The pipeline: events explained by the catalog, merges of duplicate witnesses, checkpoints."""
+
+from __future__ import annotations
+
+from store.records import Checkpoint, SourceCursor, XidEvent
+from watcher.catalog import default_catalog
+from watcher.pipeline import XidPipeline
+from watcher.records import LogRecord
+
+X79 = "NVRM: Xid (PCI:0000:86:00): 79, pid=9, name=t, GPU has fallen off the bus."
+FALLEN = "NVRM: GPU 0000:86:00.0: GPU has fallen off the bus."
+
+
+def _record(text: str, pos: int, *, source: str = "kmsg", ts_ms: int = 1_000) -> LogRecord:
+    return LogRecord(
+        text, source, received_ms=ts_ms, ts_ms=ts_ms, cursor=SourceCursor(f"{source}:b", pos)
+    )
+
+
+def _run(*records: LogRecord) -> tuple[list[XidEvent | Checkpoint], XidPipeline]:
+    out: list[XidEvent | Checkpoint] = []
+    pipeline = XidPipeline(out.append, default_catalog(), node="n1")
+    for r in records:
+        pipeline.handle(r)
+    pipeline.flush()
+    return out, pipeline
+
+
+def test_an_xid_becomes_an_event_with_its_catalog_action() -> None:
+    (event,), _ = _run(_record(X79, 1))
+    assert isinstance(event, XidEvent)
+    assert (event.xid, event.action, event.node, event.pci_bus_id) == (
+        79,
+        "RESTART_BM",
+        "n1",
+        "00000000:86:00.0",
+    )
+
+
+def test_fallen_off_the_bus_after_an_xid_79_is_merged_not_double_counted() -> None:
+    out, pipeline = _run(_record(X79, 1), _record(FALLEN, 2, ts_ms=1_500))
+    events = [o for o in out if isinstance(o, XidEvent)]
+    assert len(events) == 1 and pipeline.stats.implied_merged == 1
+    assert out[-1] == Checkpoint(SourceCursor("kmsg:b", 2))  # the merged line still moves on
+
+
+def test_fallen_off_the_bus_alone_is_an_implied_xid_79() -> None:
+    (event,), _ = _run(_record(FALLEN, 1))
+    assert isinstance(event, XidEvent) and event.xid == 79
+
+
+def test_the_same_event_from_two_sources_is_stored_once() -> None:
+    out, pipeline = _run(_record(X79, 1), _record(X79, 7, source="file", ts_ms=1_800))
+    assert sum(isinstance(o, XidEvent) for o in out) == 1
+    assert pipeline.stats.cross_source_merged == 1
+
+
+def test_a_repeat_from_the_same_source_is_a_new_event() -> None:
+    x13 = "NVRM: Xid (PCI:0000:3b:00): 13, pid=1, name=a, Graphics Exception"
+    out, _ = _run(_record(x13, 1), _record(x13, 2))
+    assert sum(isinstance(o, XidEvent) for o in out) == 2
+
+
+def test_noise_only_moves_the_watermark_once_per_flush() -> None:
+    out, _ = _run(*(_record(f"noise {n}", n) for n in range(50)))
+    assert out == [Checkpoint(SourceCursor("kmsg:b", 49))]
+
+
+def test_sxid_detail_lines_are_not_events() -> None:
+    lines = [
+        "nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 12028, Non-fatal, Link 47 egress error",
+        "nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 12028, Severity 0 Engine instance 47",
+        "nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 12028, Data {0x0, 0x0}",
+    ]
+    out, pipeline = _run(*(_record(t, n) for n, t in enumerate(lines)))
+    events = [o for o in out if isinstance(o, XidEvent)]
+    assert [(e.kind, e.xid, e.action) for e in events] == [("sxid", 12028, "UNKNOWN")]
+    assert pipeline.stats.sxid_details == 2
+
+
+def test_an_unknown_code_is_stored_with_an_unknown_action() -> None:
+    (event,), _ = _run(_record("NVRM: Xid (PCI:0000:3b:00): 999, something new", 1))
+    assert isinstance(event, XidEvent) and (event.xid, event.action) == (999, "UNKNOWN")
