@@ -174,14 +174,15 @@ class KmsgSource:
         """Deliver records until :meth:`stop`; raises KmsgError on an unrecoverable read."""
         device = self._open_device()
         loop = asyncio.get_running_loop()
-        loop.add_reader(device.fileno(), self._drain, device, sink)
+        loop.add_reader(device.fileno(), self._on_readable, device, sink)
         log.info("kmsg_reading", after_seq=self._last_seq, any_facility=self._any_facility)
         try:
             while not self._stopped.is_set() and self._failure is None:
-                self._drain(device, sink)
+                self._on_readable(device, sink)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), self._poll_interval_s)
-            self._drain(device, sink)
+            while self._drain(device, sink):
+                pass
         finally:
             loop.remove_reader(device.fileno())
             device.close()
@@ -191,26 +192,31 @@ class KmsgSource:
     def stop(self) -> None:
         self._stopped.set()
 
-    def _drain(self, device: KmsgDevice, sink: Callable[[LogRecord], None]) -> None:
-        """Read what is ready, at most ``DRAIN_MAX`` records before yielding to the loop."""
+    def _on_readable(self, device: KmsgDevice, sink: Callable[[LogRecord], None]) -> None:
+        """Drain on the loop; a backlog continues in a later callback so the loop stays live."""
+        if self._drain(device, sink):
+            asyncio.get_running_loop().call_soon(self._on_readable, device, sink)
+
+    def _drain(self, device: KmsgDevice, sink: Callable[[LogRecord], None]) -> bool:
+        """Read what is ready, at most ``DRAIN_MAX`` records; True if more may be waiting."""
         if self._failure is not None:
-            return
+            return False
         for _ in range(DRAIN_MAX):
             try:
                 data = device.read(READ_SIZE)
             except BlockingIOError:
-                return
+                return False
             except OSError as e:
                 if e.errno == errno.EPIPE:
                     self.stats.overruns += 1
                     continue  # the gap in sequence numbers says how many were lost
                 self._failure = _read_error(e)
                 self._stopped.set()
-                return
+                return False
             if not data:
-                return
+                return False
             self._deliver(data, sink)
-        asyncio.get_running_loop().call_soon(self._drain, device, sink)  # a backlog: go on soon
+        return True
 
     def _deliver(self, data: bytes, sink: Callable[[LogRecord], None]) -> None:
         record = parse_kmsg_record(data)

@@ -30,7 +30,9 @@ def _source(device: MemoryKmsgDevice, **kwargs: object) -> KmsgSource:
 
 def _drain(source: KmsgSource, device: MemoryKmsgDevice) -> list[LogRecord]:
     out: list[LogRecord] = []
-    source._drain(device.reopen(), out.append)
+    device = device.reopen()
+    while source._drain(device, out.append):
+        pass
     return out
 
 
@@ -105,7 +107,8 @@ def test_overrun_counts_lost_records_from_the_sequence_gap_and_continues() -> No
         device.write(f"r{n}")
     device._read_seq = 1  # the reader is behind: the next read overruns
     records: list[LogRecord] = []
-    source._drain(device, records.append)
+    while source._drain(device, records.append):
+        pass
     assert [r.seq for r in records] == [7, 8, 9, 10]
     assert source.stats.records_lost == 6
     assert source.stats.overruns == 1
@@ -240,3 +243,30 @@ async def test_real_kmsg_record_written_by_root_arrives(real_kmsg: RealKmsgWrite
     await asyncio.wait_for(task, 5)
     assert texts == [line]
     assert source.stats.records_read > 0
+
+
+async def test_a_backlog_larger_than_one_drain_is_delivered_without_starving_the_loop() -> None:
+    device = MemoryKmsgDevice(capacity=5000)
+    for n in range(3500):
+        device.write(f"r{n}")
+    source = _source(device, poll_interval_s=10)
+    seen: list[LogRecord] = []
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    tick_task = asyncio.create_task(ticker())
+    task = asyncio.create_task(source.run(seen.append))
+    async with asyncio.timeout(10):
+        while len(seen) < 3500:
+            await asyncio.sleep(0)
+    source.stop()
+    await asyncio.wait_for(task, 5)
+    tick_task.cancel()
+    assert [r.seq for r in seen] == list(range(3500))
+    assert ticks >= 3  # the loop ran other tasks between drains of at most 1000 records
+    device.dispose()
