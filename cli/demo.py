@@ -8,6 +8,9 @@ shows what was stored and the commands to try next.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 import tempfile
 import time
 from importlib import resources
@@ -62,11 +65,12 @@ def demo(
     typer.echo("3. What the store holds now (summary by code and GPU):")
     typer.echo(asyncio.run(_summary(path)))
     typer.echo("\nTry next:")
+    prog = "xidwatch" if shutil.which("xidwatch") else os.path.relpath(sys.argv[0])
     for cmd in (
-        f"xidwatch xids --db {path} --since 365d",
-        f"xidwatch xids --db {path} --since 365d --code 79 --json",
-        "xidwatch explain 79",
-        "xidwatch explain 48",
+        f"{prog} xids --db {path} --since 365d",
+        f"{prog} xids --db {path} --since 365d --code 79 --json",
+        f"{prog} explain 79",
+        f"{prog} explain 48",
     ):
         typer.echo(f"  {cmd}")
 
