@@ -51,8 +51,8 @@ def fmt_int(n: float) -> str:
 def log_like_production() -> None:
     """structlog as ``xidwatch run`` sets it (info, JSON), rendered into /dev/null.
 
-    The daemon logs one ``xid_seen`` line per event, so rendering is part of the cost
-    measured; the lines themselves would drown the figures.
+    The writer logs one ``xid_stored`` line per stored event, so rendering is part of the
+    cost measured; the lines themselves would drown the figures.
     """
     sink = open(os.devnull, "w")  # noqa: SIM115 -- kept open for the whole process
     atexit.register(sink.close)

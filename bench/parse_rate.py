@@ -5,7 +5,7 @@ ordinary kernel noise of many shapes, 2% XID/SXid lines of the published shapes,
 ``watcher.xid``) sit in a :class:`watcher.kmsgdev.MemoryKmsgDevice`; one timed call of
 ``KmsgSource._drain`` reads them one record per ``read`` (as from /dev/kmsg), parses the
 kmsg header, and hands each record to ``XidPipeline.handle`` (fast-path test, regexes,
-catalog lookup, ``xid_seen`` log rendered as in production), whose events go to a list.
+catalog lookup, merges), whose events go to a list.
 
 Peers, timed in the same rounds (the order is rotated each round):
 

@@ -8,7 +8,7 @@ but the kernel are ignored (user space must not be able to forge XIDs).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -16,7 +16,7 @@ from store.records import SourceCursor
 from watcher.kmsg import parse_kmsg_record
 from watcher.records import KERNEL_FACILITY, LogRecord
 
-__all__ = ["CaptureLine", "join_multiline", "parse_capture_line", "to_record"]
+__all__ = ["CaptureLine", "feed_lines", "join_multiline", "parse_capture_line", "to_record"]
 
 _RAW_KMSG_RE = re.compile(r"^[0-9]{1,4},[0-9]{1,20},[0-9]{1,20},[^;]*;")
 _DMESG_RE = re.compile(r"^\[\s*(?P<secs>[0-9]{1,10}\.[0-9]{1,9})\]\s?(?P<text>.*)$")
@@ -111,6 +111,33 @@ def join_multiline(lines: Iterable[tuple[int, CaptureLine]]) -> Iterator[tuple[i
         yield position, line
     if held:
         yield held_at, _joined(held)
+
+
+def feed_lines(
+    numbered: Iterable[tuple[int, str]],
+    *,
+    source: str,
+    source_key: str,
+    boot_wall_ms: int | None,
+    now_ms: int,
+    sink: Callable[[LogRecord], None],
+) -> int:
+    """Parse ``(position, line)`` pairs, rejoin multi-line messages, hand each record on.
+
+    The one path from a text capture to records, shared by replay and file tailing.
+    Returns how many records were handed on.
+    """
+    parsed = ((n, parse_capture_line(text, now_ms=now_ms)) for n, text in numbered)
+    count = 0
+    for position, line in join_multiline(parsed):
+        cursor = SourceCursor(source_key, position)
+        sink(
+            to_record(
+                line, source=source, cursor=cursor, boot_wall_ms=boot_wall_ms, received_ms=now_ms
+            )
+        )
+        count += 1
+    return count
 
 
 def _joined(lines: list[CaptureLine]) -> CaptureLine:

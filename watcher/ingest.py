@@ -38,7 +38,7 @@ async def replay_captures(
     flood: FloodPolicy | None = None,
 ) -> ReplayResult:
     """Replay each capture into the store at ``db_path``, in order; idempotent per capture."""
-    prepare_store(db_path)
+    await asyncio.to_thread(prepare_store, db_path)
     writer = StoreWriter(db_path, flood=flood)
     await writer.open()
     pipeline = XidPipeline(writer.put, default_catalog(), node=node)

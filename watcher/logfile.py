@@ -17,8 +17,7 @@ from typing import BinaryIO
 import structlog
 from watchfiles import awatch
 
-from store.records import SourceCursor
-from watcher.capture import join_multiline, parse_capture_line, to_record
+from watcher.capture import feed_lines
 from watcher.records import LogRecord
 
 __all__ = ["FileSource", "file_source_key"]
@@ -126,22 +125,15 @@ class FileSource:
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        start = self._offset
-        now = self._now_ms()
-        key = file_source_key(self.path, self._inode)
         numbered = []
         for raw in lines:
-            start += len(raw) + 1
-            numbered.append((start, parse_capture_line(raw.decode("utf-8", "replace"), now_ms=now)))
-        self._offset = start
-        for position, line in join_multiline(numbered):
-            sink(
-                to_record(
-                    line,
-                    source=self.name,
-                    cursor=SourceCursor(key, position),
-                    boot_wall_ms=self._boot_wall_ms,
-                    received_ms=now,
-                )
-            )
-            self.lines_read += 1
+            self._offset += len(raw) + 1
+            numbered.append((self._offset, raw.decode("utf-8", "replace")))
+        self.lines_read += feed_lines(
+            numbered,
+            source=self.name,
+            source_key=file_source_key(self.path, self._inode),
+            boot_wall_ms=self._boot_wall_ms,
+            now_ms=self._now_ms(),
+            sink=sink,
+        )

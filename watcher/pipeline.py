@@ -13,16 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
-
 from store.records import Checkpoint, SourceCursor, XidEvent
 from watcher.catalog import XidCatalog
 from watcher.records import LogRecord
 from watcher.xid import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
 
 __all__ = ["PipelineStats", "XidPipeline"]
-
-log = structlog.get_logger("watcher.pipeline")
 
 IMPLIED_79_WINDOW_MS = 10 * 60_000
 CROSS_SOURCE_WINDOW_MS = 2_000
@@ -47,13 +43,11 @@ class XidPipeline:
         catalog: XidCatalog,
         *,
         node: str = "",
-        on_event: Callable[[XidEvent], None] | None = None,
     ) -> None:
         self.stats = PipelineStats()
         self._put = put
         self._catalog = catalog
         self._node = node
-        self._on_event = on_event
         self._pending: dict[str, SourceCursor] = {}
         self._last_79_ms: dict[str | None, int] = {}
         self._recent: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
@@ -70,17 +64,7 @@ class XidPipeline:
         if record.cursor is not None:
             self._pending.pop(record.cursor.source_key, None)
         self.stats.events += 1
-        log.debug(
-            "xid_seen",
-            kind=event.kind,
-            xid=event.xid,
-            gpu=event.pci_bus_id,
-            action=event.action,
-            source=event.source,
-        )
         self._put(event)
-        if self._on_event is not None:
-            self._on_event(event)
 
     def flush(self) -> None:
         """Hand on the watermark of records that held no event (call on a timer and at exit)."""

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from store.records import SourceCursor
-from watcher.capture import join_multiline, parse_capture_line, to_record
+from watcher.capture import feed_lines
 from watcher.errors import SourceError
 from watcher.records import LogRecord
 
@@ -57,32 +56,22 @@ class ReplaySource:
             with _open(self.path) as f:
                 position = 0
                 while chunk := await asyncio.to_thread(f.readlines, 1 << 20):
-                    numbered = []
-                    for raw in chunk:
-                        position += 1
-                        numbered.append((position, raw.decode("utf-8", "replace")))
-                    self._feed(numbered, key, sink)
+                    numbered = [
+                        (position + n, raw.decode("utf-8", "replace"))
+                        for n, raw in enumerate(chunk, start=1)
+                    ]
+                    position += len(chunk)
+                    self.lines_read += feed_lines(
+                        numbered,
+                        source=self.name,
+                        source_key=key,
+                        boot_wall_ms=self._boot_wall_ms,
+                        now_ms=self._now_ms(),
+                        sink=sink,
+                    )
                     await asyncio.sleep(0)
         except OSError as e:
             raise SourceError(f"cannot read capture {self.path}: {e.strerror or e}") from e
-
-    def _feed(
-        self, numbered: list[tuple[int, str]], key: str, sink: Callable[[LogRecord], None]
-    ) -> None:
-        now = self._now_ms()
-        parsed = ((n, parse_capture_line(text, now_ms=now)) for n, text in numbered)
-        for position, line in join_multiline(parsed):
-            cursor = SourceCursor(key, position)
-            sink(
-                to_record(
-                    line,
-                    source=self.name,
-                    cursor=cursor,
-                    boot_wall_ms=self._boot_wall_ms,
-                    received_ms=now,
-                )
-            )
-            self.lines_read += 1
 
 
 def _open(path: Path) -> BinaryIO:
