@@ -84,11 +84,14 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
             f"no xidwatch store at {path}: start `xidwatch run --db {path}` or "
             f"`xidwatch replay FILE --db {path}` first"
         )
+    conn = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        conn = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         await conn.execute("PRAGMA busy_timeout = 5000")
         version = (await (await conn.execute("PRAGMA user_version")).fetchone() or (0,))[0]
     except sqlite3.DatabaseError as e:
+        await (
+            conn.close()
+        )  # an unclosed aiosqlite connection keeps its thread, and the process, alive
         raise CorruptStoreError(
             f"{path} is not a readable xidwatch store ({e}); the daemon moves a corrupt "
             "file aside at start, or point --db at the right file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,11 +62,20 @@ async def test_a_reader_explains_a_missing_store(tmp_path: Path) -> None:
         await open_reader(tmp_path / "missing.db")
 
 
+def _sqlite_threads() -> set[threading.Thread]:
+    """aiosqlite's per-connection threads (an unclosed one keeps the process from exiting)."""
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
 async def test_a_reader_explains_a_corrupt_or_foreign_file(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"\x00junk" * 2000)
+    before = _sqlite_threads()
     with pytest.raises(CorruptStoreError, match="not a readable xidwatch store"):
         await open_reader(garbage)
+    for thread in _sqlite_threads() - before:  # the failed connection's thread ends
+        thread.join(5)
+        assert not thread.is_alive()
     foreign = tmp_path / "foreign.db"
     sqlite3.connect(foreign).close()
     foreign.write_bytes(foreign.read_bytes() or b"")
