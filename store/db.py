@@ -20,6 +20,7 @@ __all__ = ["open_for_writing", "open_reader", "prepare_store"]
 
 log = structlog.get_logger("store")
 
+_INCREMENTAL = 2  # PRAGMA auto_vacuum value
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
@@ -48,16 +49,31 @@ def prepare_store(path: Path, *, now_s: float | None = None) -> None:
 def _open_and_migrate(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
+        conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")  # takes effect on a new file only
         for pragma in _PRAGMAS:
             conn.execute(pragma)
         check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check}")
+        _ensure_incremental_vacuum(conn)
         migrate(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _ensure_incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Turn on incremental auto-vacuum, so retention can hand pages back while running.
+
+    Free on a new file; a file made before it was turned on is rebuilt once (VACUUM).
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return
+    conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+    if conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+        log.info("store_enabling_incremental_vacuum")
+        conn.execute("VACUUM")
 
 
 def _move_aside(path: Path, now_s: float) -> Path:

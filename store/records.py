@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "Bucket",
     "Checkpoint",
     "EventKind",
+    "GpuInfo",
+    "GpuProcess",
+    "GpuSample",
+    "GpuState",
+    "GpuStateEvent",
+    "InventoryGpu",
+    "SampleBatch",
+    "Series",
     "SourceCursor",
     "StoredXid",
     "XidEvent",
@@ -21,6 +30,7 @@ __all__ = [
 ]
 
 EventKind = Literal["xid", "sxid"]
+GpuState = Literal["lost", "recovered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +141,132 @@ class XidSummary:
     until_ms: int | None
     total: int
     rows: tuple[XidSummaryRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    """What NVML discovery says about one GPU; stable for the life of the driver.
+
+    ``pci_bus_id`` is NVML's form (``00000000:3B:00.0``), the same the XID parser produces.
+    Anything the GPU would not tell (NotSupported) is None.
+    """
+
+    uuid: str
+    index: int
+    name: str
+    pci_bus_id: str
+    serial: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    slowdown_temp_c: int | None = None
+    shutdown_temp_c: int | None = None
+    power_limit_default_w: float | None = None
+    power_limit_min_w: float | None = None
+    power_limit_max_w: float | None = None
+    memory_total_bytes: int | None = None
+    ecc_enabled: bool | None = None
+    mig_enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU's readings at one sampling tick; None where the GPU does not support a reading.
+
+    Counters (ECC, remapped rows, PCIe replays, NVLink errors) are the driver's running
+    totals, not deltas. ``clocks_event_reasons`` is NVML's throttle bitmask.
+    """
+
+    uuid: str
+    ts_ms: int
+    temperature_c: int | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    gpu_util_pct: int | None = None
+    memory_util_pct: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    ecc_corrected_volatile: int | None = None
+    ecc_uncorrected_volatile: int | None = None
+    ecc_corrected_aggregate: int | None = None
+    ecc_uncorrected_aggregate: int | None = None
+    remapped_rows_corrected: int | None = None
+    remapped_rows_uncorrected: int | None = None
+    remap_pending: bool | None = None
+    remap_failure: bool | None = None
+    clocks_event_reasons: int | None = None
+    pcie_replays: int | None = None
+    nvlink_active: int | None = None
+    nvlink_errors: int | None = None
+    process_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A compute process seen on a GPU at a tick (NVML's running-process list)."""
+
+    uuid: str
+    pid: int
+    used_memory_bytes: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Everything one sampling tick produced: a sample per reachable GPU and their processes.
+
+    ``gpus`` carries inventory for GPUs discovered (or rediscovered) at this tick.
+    """
+
+    ts_ms: int
+    samples: tuple[GpuSample, ...] = ()
+    processes: tuple[GpuProcess, ...] = ()
+    gpus: tuple[GpuInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStateEvent:
+    """A GPU stopped answering NVML (``lost``, e.g. fallen off the bus) or came back."""
+
+    uuid: str
+    ts_ms: int
+    state: GpuState
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryGpu:
+    """A GPU as the store knows it: discovery facts plus when it was first and last sampled."""
+
+    info: GpuInfo
+    first_seen_ms: int
+    last_seen_ms: int
+    lost_since_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One time bucket of a metric: ``[ts_ms, ts_ms + step)``; None values mean no data."""
+
+    ts_ms: int
+    min: float | None
+    avg: float | None
+    max: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A metric for one GPU over a window, from one tier (``raw``, ``1m`` or ``1h``)."""
+
+    uuid: str
+    index: int
+    pci_bus_id: str
+    metric: str
+    unit: str
+    tier: str
+    step_ms: int
+    since_ms: int
+    until_ms: int
+    buckets: tuple[Bucket, ...]

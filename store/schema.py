@@ -7,7 +7,124 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "ROLLUP_TIERS", "SCHEMA_VERSION", "migrate"]
+
+# Frozen copies of the column lists migration 2 was released with (the live registry in
+# store.metrics may grow; a later migration then adds columns).
+_V2_RAW = [
+    "temp_c",
+    "power_mw",
+    "power_limit_mw",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "util_gpu_pct",
+    "util_mem_pct",
+    "mem_used_mib",
+    "mem_total_mib",
+    "ecc_corr_vol",
+    "ecc_unc_vol",
+    "ecc_corr_agg",
+    "ecc_unc_agg",
+    "remap_corr",
+    "remap_unc",
+    "remap_pending",
+    "remap_failure",
+    "throttle_reasons",
+    "pcie_replays",
+    "nvlink_active",
+    "nvlink_errors",
+    "processes",
+]
+_V2_ROLLUP = [
+    "temp_c",
+    "power_mw",
+    "power_limit_mw",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "util_gpu_pct",
+    "util_mem_pct",
+    "mem_used_mib",
+    "mem_total_mib",
+    "ecc_corr_vol",
+    "ecc_unc_vol",
+    "ecc_corr_agg",
+    "ecc_unc_agg",
+    "remap_corr",
+    "remap_unc",
+    "remap_pending",
+    "remap_failure",
+    "thr_power",
+    "thr_thermal",
+    "thr_hw_slowdown",
+    "pcie_replays",
+    "nvlink_active",
+    "nvlink_errors",
+    "processes",
+]
+ROLLUP_TIERS: tuple[tuple[str, int], ...] = (("rollup_1m", 60_000), ("rollup_1h", 3_600_000))
+
+
+def _v2() -> str:
+    raw = ",\n".join(f"    {c} INTEGER" for c in _V2_RAW)
+    agg = ",\n".join(
+        f"    {c}_min INTEGER, {c}_max INTEGER, {c}_sum INTEGER, {c}_n INTEGER" for c in _V2_ROLLUP
+    )
+    rollups = "".join(
+        f"CREATE TABLE {table} (\n    gpu INTEGER NOT NULL,\n    ts INTEGER NOT NULL,\n"
+        f"    throttle_reasons_any INTEGER,\n{agg},\n    PRIMARY KEY (gpu, ts)\n) WITHOUT ROWID;\n"
+        for table, _ in ROLLUP_TIERS
+    )
+    return f"""
+    CREATE TABLE gpus (
+        id                    INTEGER PRIMARY KEY,
+        uuid                  TEXT NOT NULL UNIQUE,
+        idx                   INTEGER NOT NULL,
+        name                  TEXT NOT NULL,
+        pci_bus_id            TEXT NOT NULL,
+        serial                TEXT,
+        driver_version        TEXT,
+        cuda_version          TEXT,
+        slowdown_temp_c       INTEGER,
+        shutdown_temp_c       INTEGER,
+        power_limit_default_w REAL,
+        power_limit_min_w     REAL,
+        power_limit_max_w     REAL,
+        memory_total_bytes    INTEGER,
+        ecc_enabled           INTEGER,
+        mig_enabled           INTEGER,
+        first_seen_ms         INTEGER NOT NULL,
+        last_seen_ms          INTEGER NOT NULL,
+        lost_since_ms         INTEGER
+    );
+    CREATE INDEX gpus_by_pci ON gpus (pci_bus_id);
+    CREATE TABLE samples (
+        gpu INTEGER NOT NULL,
+        ts  INTEGER NOT NULL,
+{raw},
+        PRIMARY KEY (gpu, ts)
+    ) WITHOUT ROWID;
+{rollups}
+    CREATE TABLE gpu_processes (
+        gpu           INTEGER NOT NULL,
+        pid           INTEGER NOT NULL,
+        first_ts      INTEGER NOT NULL,
+        last_ts       INTEGER NOT NULL,
+        used_mib      INTEGER,
+        max_used_mib  INTEGER,
+        name          TEXT,
+        PRIMARY KEY (gpu, pid, first_ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX gpu_processes_by_time ON gpu_processes (gpu, last_ts);
+    CREATE TABLE gpu_events (
+        id      INTEGER PRIMARY KEY,
+        ts_ms   INTEGER NOT NULL,
+        gpu     INTEGER NOT NULL,
+        state   TEXT NOT NULL CHECK (state IN ('lost', 'recovered')),
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX gpu_events_by_gpu ON gpu_events (gpu, ts_ms);
+    """
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: XID events (individual and folded bursts) and per-source watermarks.
@@ -46,6 +163,8 @@ MIGRATIONS: tuple[str, ...] = (
         updated_ms  INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: GPU inventory, raw samples, 1 m and 1 h rollups, processes seen, GPU lost/recovered.
+    _v2(),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,22 +13,29 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 import structlog
 
 from store.db import open_for_writing
 from store.flood import MAX_BURST_SPAN_MS, FloodKey, FloodPolicy, FloodState
-from store.records import Checkpoint, XidEvent
+from store.records import Checkpoint, GpuStateEvent, SampleBatch, XidEvent
+from store.samples import TelemetryResult, TelemetryWriter
 
 __all__ = ["StoreWriter", "WriterStats"]
 
 log = structlog.get_logger("store.writer")
 
-Item = XidEvent | Checkpoint
+Item = XidEvent | Checkpoint | SampleBatch | GpuStateEvent
+T = TypeVar("T")
+
+# Sample batches waiting beyond this many queued items are shed (counted): telemetry is
+# replaceable by the next tick, XIDs are not.
+MAX_QUEUED_FOR_SAMPLES = 10_000
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO xid_events (
@@ -59,6 +66,11 @@ class WriterStats:
     commit_retries: int = 0
     last_commit_s: float = 0.0
     last_commit_wall_ms: int = 0
+    samples_stored: int = 0
+    samples_shed: int = 0
+    samples_out_of_order: int = 0
+    samples_unknown_gpu: int = 0
+    gpu_state_events: int = 0
 
 
 @dataclass(slots=True)
@@ -89,6 +101,9 @@ class _Plan:
     growths: list[_Growth] = field(default_factory=list)
     current: dict[FloodKey, _Growth] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
+    samples: list[SampleBatch] = field(default_factory=list)
+    states: list[GpuStateEvent] = field(default_factory=list)
+    telemetry: TelemetryResult = field(default_factory=TelemetryResult)
     duplicates: int = 0
     folded: int = 0
     stored: int = 0
@@ -120,6 +135,8 @@ class StoreWriter:
         self._conn: aiosqlite.Connection | None = None
         self._watermarks: dict[str, int] = {}
         self._bursts: dict[FloodKey, _Burst] = {}
+        self._telemetry = TelemetryWriter()
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Open the connection and load watermarks and open bursts from the store."""
@@ -134,14 +151,24 @@ class StoreWriter:
         async with self._conn.execute(query, (cutoff_ms,)) as cur:
             async for kind, pci, xid, row_id, first_ts, last_ts in cur:
                 self._bursts[(kind, pci, int(xid))] = _Burst(row_id, first_ts, last_ts)
+        await self._telemetry.load(self._conn)
 
     def watermark(self, source_key: str) -> int | None:
         """The highest committed position for a source, or None if it was never seen."""
         return self._watermarks.get(source_key)
 
     def put(self, item: Item) -> None:
-        """Queue an event or checkpoint; never blocks and never drops."""
+        """Queue an item; never blocks, never drops an XID (samples are shed when backed up)."""
+        if isinstance(item, SampleBatch) and self._queue.qsize() >= MAX_QUEUED_FOR_SAMPLES:
+            self.stats.samples_shed += len(item.samples)
+            return
         self._queue.put_nowait(item)
+
+    async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` on the write connection between commits (retention, vacuum)."""
+        async with self._lock:
+            assert self._conn is not None, "StoreWriter.open() was not awaited"
+            return await work(self._conn)
 
     @property
     def queue_depth(self) -> int:
@@ -206,20 +233,32 @@ class StoreWriter:
             plan = self._plan(batch, flood, bursts)
             started = time.perf_counter()
             try:
-                await self._apply(plan)
+                async with self._lock:
+                    await self._apply(plan)
             except sqlite3.OperationalError as e:
                 await self._rollback()
+                self._telemetry.rolled_back()
+                shed = sum(len(b.samples) for b in plan.samples)
+                self.stats.samples_shed += shed
+                batch = [i for i in batch if not isinstance(i, SampleBatch)]
                 self.stats.commit_retries += 1
                 log.warning(
                     "store_commit_failed_retrying",
                     error=str(e),
                     pending=len(batch),
+                    samples_shed=shed,
                     retry_in_s=backoff_s,
                 )
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self._max_backoff_s)
                 continue
             break
+        self._telemetry.commit_succeeded(plan.samples)
+        t = plan.telemetry
+        self.stats.samples_stored += t.samples_stored
+        self.stats.samples_out_of_order += t.samples_out_of_order
+        self.stats.samples_unknown_gpu += t.samples_unknown_gpu
+        self.stats.gpu_state_events += t.state_events
         self._flood, self._bursts = flood, bursts
         self._watermarks.update(plan.watermarks)
         self.stats.batches += 1
@@ -248,6 +287,12 @@ class StoreWriter:
         plan = _Plan()
         marks = plan.watermarks
         for item in batch:
+            if isinstance(item, SampleBatch):
+                plan.samples.append(item)
+                continue
+            if isinstance(item, GpuStateEvent):
+                plan.states.append(item)
+                continue
             cursor = item.cursor
             if cursor is not None:
                 seen = marks.get(cursor.source_key, self._watermarks.get(cursor.source_key, -1))
@@ -317,6 +362,8 @@ class StoreWriter:
             await conn.executemany(
                 _UPSERT_WATERMARK, [(k, p, now_ms) for k, p in plan.watermarks.items()]
             )
+        if plan.samples or plan.states:
+            plan.telemetry = await self._telemetry.write(conn, plan.samples, plan.states)
         await conn.commit()
 
     async def _rollback(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from store.pci import normalize_pci
 from store.records import EventKind
 
 __all__ = ["FALLEN_OFF_BUS_XID", "ParsedXid", "normalize_pci", "parse_xid"]
@@ -56,13 +57,6 @@ class ParsedXid:
     mig_ci: int | None = None
     implied: bool = False
     detail: bool = False
-
-
-def normalize_pci(addr: str) -> str:
-    """``0000:3b:00`` or ``0000:3b:00.0`` -> NVML's ``00000000:3B:00.0``."""
-    domain, bus, rest = addr.split(":")
-    device, _, function = rest.partition(".")
-    return f"{int(domain, 16):08X}:{int(bus, 16):02X}:{int(device, 16):02X}.{function or '0'}"
 
 
 def parse_xid(text: str) -> ParsedXid | None:

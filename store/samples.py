@@ -1,0 +1,321 @@
+"""The telemetry write path: raw samples, incremental rollups, inventory, processes, GPU state.
+
+Called by :class:`store.writer.StoreWriter` inside its transaction, so a sample, the rollup
+rows it updates and the inventory change all commit (or roll back) together; a restart
+never double-counts a rollup. Rollups are maintained by adding each batch's per-bucket
+partial aggregates to the stored rows (min of mins, max of maxes, sums of sums and counts),
+never by rescanning raw rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosqlite
+import structlog
+
+from store.metrics import METRICS, RAW_COLUMNS, raw_row
+from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
+from store.schema import ROLLUP_TIERS
+
+__all__ = ["PROCESS_GAP_MS", "RollupAccumulator", "TelemetryResult", "TelemetryWriter"]
+
+log = structlog.get_logger("store.samples")
+
+# A process not seen for this long starts a new row when it reappears (pid reuse, restart).
+PROCESS_GAP_MS = 5 * 60_000
+_MIB = 1 << 20
+
+_RAW_NAMES = [c for c, _ in RAW_COLUMNS]
+_INSERT_SAMPLE = (
+    f"INSERT OR IGNORE INTO samples (gpu, ts, {', '.join(_RAW_NAMES)}) "
+    f"VALUES ({', '.join('?' * (len(_RAW_NAMES) + 2))})"
+)
+_GPU_FIELDS = [
+    "uuid",
+    "idx",
+    "name",
+    "pci_bus_id",
+    "serial",
+    "driver_version",
+    "cuda_version",
+    "slowdown_temp_c",
+    "shutdown_temp_c",
+    "power_limit_default_w",
+    "power_limit_min_w",
+    "power_limit_max_w",
+    "memory_total_bytes",
+    "ecc_enabled",
+    "mig_enabled",
+]
+_UPSERT_GPU = (
+    f"INSERT INTO gpus ({', '.join(_GPU_FIELDS)}, first_seen_ms, last_seen_ms) "
+    f"VALUES ({', '.join('?' * (len(_GPU_FIELDS) + 2))}) "
+    "ON CONFLICT (uuid) DO UPDATE SET "
+    + ", ".join(f"{f} = excluded.{f}" for f in _GPU_FIELDS[1:])
+    + ", last_seen_ms = max(last_seen_ms, excluded.last_seen_ms) RETURNING id"
+)
+
+
+def _rollup_upsert(table: str) -> str:
+    cols = ["throttle_reasons_any"]
+    sets = [
+        "throttle_reasons_any = coalesce(throttle_reasons_any | excluded.throttle_reasons_any, "
+        "throttle_reasons_any, excluded.throttle_reasons_any)"
+    ]
+    for m in METRICS:
+        c = m.column
+        cols += [f"{c}_min", f"{c}_max", f"{c}_sum", f"{c}_n"]
+        sets += [
+            f"{c}_min = min(coalesce({c}_min, excluded.{c}_min), "
+            f"coalesce(excluded.{c}_min, {c}_min))",
+            f"{c}_max = max(coalesce({c}_max, excluded.{c}_max), "
+            f"coalesce(excluded.{c}_max, {c}_max))",
+            f"{c}_sum = {c}_sum + excluded.{c}_sum",
+            f"{c}_n = {c}_n + excluded.{c}_n",
+        ]
+    return (
+        f"INSERT INTO {table} (gpu, ts, {', '.join(cols)}) "
+        f"VALUES ({', '.join('?' * (len(cols) + 2))}) "
+        f"ON CONFLICT (gpu, ts) DO UPDATE SET {', '.join(sets)}"
+    )
+
+
+_ROLLUP_UPSERTS = {table: _rollup_upsert(table) for table, _ in ROLLUP_TIERS}
+
+
+@dataclass(slots=True)
+class _Agg:
+    """Partial aggregates of one (tier, GPU, bucket): per metric [min, max, sum, n]."""
+
+    reasons_any: int | None = None
+    values: list[list[int | None]] = field(
+        default_factory=lambda: [[None, None, 0, 0] for _ in METRICS]
+    )
+
+    def add(self, row: dict[str, int | None]) -> None:
+        reasons = row.get("throttle_reasons")
+        if reasons is not None:
+            self.reasons_any = reasons | (self.reasons_any or 0)
+        for metric, agg in zip(METRICS, self.values, strict=True):
+            v = metric.stored_value(row)
+            if v is None:
+                continue
+            lo, hi, total, n = agg
+            agg[0] = v if lo is None or v < lo else lo
+            agg[1] = v if hi is None or v > hi else hi
+            agg[2] = (total or 0) + v
+            agg[3] = (n or 0) + 1
+
+    def params(self, gpu: int, ts: int) -> list[int | None]:
+        out: list[int | None] = [gpu, ts, self.reasons_any]
+        for agg in self.values:
+            out.extend(agg)
+        return out
+
+
+class RollupAccumulator:
+    """Per-batch partial aggregates for every tier; also the reference for the property test."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[str, int, int], _Agg] = {}
+
+    def add(self, gpu: int, ts_ms: int, row: dict[str, int | None]) -> None:
+        for table, step in ROLLUP_TIERS:
+            key = (table, gpu, ts_ms - ts_ms % step)
+            agg = self.buckets.get(key)
+            if agg is None:
+                agg = self.buckets[key] = _Agg()
+            agg.add(row)
+
+    def params_by_table(self) -> dict[str, list[list[int | None]]]:
+        out: dict[str, list[list[int | None]]] = {table: [] for table, _ in ROLLUP_TIERS}
+        for (table, gpu, ts), agg in self.buckets.items():
+            out[table].append(agg.params(gpu, ts))
+        return out
+
+
+@dataclass(slots=True)
+class TelemetryResult:
+    samples_stored: int = 0
+    samples_out_of_order: int = 0
+    samples_unknown_gpu: int = 0
+    state_events: int = 0
+
+
+class TelemetryWriter:
+    """The writer's telemetry state: GPU ids, last sample time per GPU, open process rows."""
+
+    def __init__(self) -> None:
+        self._gpu_ids: dict[str, int] = {}
+        self._last_ts: dict[int, int] = {}
+        self._procs: dict[tuple[int, int], tuple[int, int]] = {}  # (gpu, pid) -> (first, last)
+        self._procs_before: dict[tuple[int, int], tuple[int, int]] = {}
+
+    async def load(self, conn: aiosqlite.Connection) -> None:
+        """Read back what a previous run left: GPU ids, newest sample per GPU, live processes."""
+        async with conn.execute("SELECT uuid, id FROM gpus") as cur:
+            self._gpu_ids = {str(u): int(i) async for u, i in cur}
+        for gpu in self._gpu_ids.values():
+            async with conn.execute("SELECT max(ts) FROM samples WHERE gpu = ?", (gpu,)) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[0] is not None:
+                self._last_ts[gpu] = int(row[0])
+        query = (
+            "SELECT gpu, pid, max(first_ts), max(last_ts) FROM gpu_processes "
+            "WHERE last_ts >= (SELECT coalesce(max(last_ts), 0) FROM gpu_processes) - ? "
+            "GROUP BY gpu, pid"
+        )
+        async with conn.execute(query, (PROCESS_GAP_MS,)) as cur:
+            self._procs = {(int(g), int(p)): (int(f), int(t)) async for g, p, f, t in cur}
+
+    async def write(
+        self,
+        conn: aiosqlite.Connection,
+        batches: Sequence[SampleBatch],
+        states: Sequence[GpuStateEvent],
+    ) -> TelemetryResult:
+        """Write batches and state events on ``conn`` inside the caller's transaction."""
+        result = TelemetryResult()
+        self._procs_before = dict(self._procs)
+        for batch in batches:
+            for info in batch.gpus:
+                await self._upsert_gpu(conn, info, batch.ts_ms)
+        rows, rollups, seen = self._plan_samples(batches, result)
+        if rows:
+            await conn.executemany(_INSERT_SAMPLE, rows)
+        for table, params in rollups.params_by_table().items():
+            if params:
+                await conn.executemany(_ROLLUP_UPSERTS[table], params)
+        last_seen: dict[int, int] = {}
+        for gpu_id, ts in seen:
+            last_seen[gpu_id] = max(ts, last_seen.get(gpu_id, ts))
+        await conn.executemany(
+            "UPDATE gpus SET last_seen_ms = max(last_seen_ms, ?) WHERE id = ?",
+            [(ts, gpu) for gpu, ts in last_seen.items()],
+        )
+        for batch in batches:
+            await self._write_processes(conn, batch.ts_ms, batch.processes)
+        for event in states:
+            await self._write_state(conn, event)
+            result.state_events += 1
+        result.samples_stored = len(rows)
+        return result
+
+    def rolled_back(self) -> None:
+        """Forget what the failed transaction planned, so its retry writes the same rows."""
+        self._procs = self._procs_before
+
+    def commit_succeeded(self, batches: Sequence[SampleBatch]) -> None:
+        """Advance the per-GPU high-water marks once the transaction is durable."""
+        for batch in batches:
+            for s in batch.samples:
+                gpu = self._gpu_ids.get(s.uuid)
+                if gpu is not None and s.ts_ms > self._last_ts.get(gpu, -1):
+                    self._last_ts[gpu] = s.ts_ms
+
+    def _plan_samples(
+        self, batches: Sequence[SampleBatch], result: TelemetryResult
+    ) -> tuple[list[list[int | None]], RollupAccumulator, list[tuple[int, int]]]:
+        rows: list[list[int | None]] = []
+        rollups = RollupAccumulator()
+        seen: list[tuple[int, int]] = []
+        high: dict[int, int] = {}
+        for batch in batches:
+            for sample in batch.samples:
+                gpu = self._gpu_ids.get(sample.uuid)
+                if gpu is None:
+                    result.samples_unknown_gpu += 1
+                    continue
+                last = high.get(gpu, self._last_ts.get(gpu, -1))
+                if sample.ts_ms <= last:
+                    result.samples_out_of_order += 1
+                    continue
+                high[gpu] = sample.ts_ms
+                row = raw_row(sample)
+                rows.append([gpu, sample.ts_ms, *row.values()])
+                rollups.add(gpu, sample.ts_ms, row)
+                seen.append((gpu, sample.ts_ms))
+        return rows, rollups, seen
+
+    async def _upsert_gpu(self, conn: aiosqlite.Connection, info: GpuInfo, ts_ms: int) -> None:
+        values = [
+            info.uuid,
+            info.index,
+            info.name,
+            info.pci_bus_id,
+            info.serial,
+            info.driver_version,
+            info.cuda_version,
+            info.slowdown_temp_c,
+            info.shutdown_temp_c,
+            info.power_limit_default_w,
+            info.power_limit_min_w,
+            info.power_limit_max_w,
+            info.memory_total_bytes,
+            info.ecc_enabled,
+            info.mig_enabled,
+            ts_ms,
+            ts_ms,
+        ]
+        async with conn.execute(_UPSERT_GPU, values) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        self._gpu_ids[info.uuid] = int(row[0])
+
+    async def _write_processes(
+        self, conn: aiosqlite.Connection, ts_ms: int, processes: Sequence[GpuProcess]
+    ) -> None:
+        for p in processes:
+            gpu = self._gpu_ids.get(p.uuid)
+            if gpu is None:
+                continue
+            used = None if p.used_memory_bytes is None else round(p.used_memory_bytes / _MIB)
+            key = (gpu, p.pid)
+            span = self._procs.get(key)
+            if span is not None and 0 <= ts_ms - span[1] <= PROCESS_GAP_MS:
+                await conn.execute(
+                    "UPDATE gpu_processes SET last_ts = ?, used_mib = ?, "
+                    "max_used_mib = max(coalesce(max_used_mib, ?), coalesce(?, max_used_mib)), "
+                    "name = coalesce(?, name) WHERE gpu = ? AND pid = ? AND first_ts = ?",
+                    (ts_ms, used, used, used, p.name, gpu, p.pid, span[0]),
+                )
+                self._procs[key] = (span[0], ts_ms)
+            else:
+                await conn.execute(
+                    "INSERT OR IGNORE INTO gpu_processes "
+                    "(gpu, pid, first_ts, last_ts, used_mib, max_used_mib, name) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (gpu, p.pid, ts_ms, ts_ms, used, used, p.name),
+                )
+                self._procs[key] = (ts_ms, ts_ms)
+
+    async def _write_state(self, conn: aiosqlite.Connection, event: GpuStateEvent) -> None:
+        gpu = self._gpu_ids.get(event.uuid)
+        if gpu is None:
+            log.warning("gpu_state_for_unknown_gpu", uuid=event.uuid, state=event.state)
+            return
+        await conn.execute(
+            "INSERT INTO gpu_events (ts_ms, gpu, state, detail) VALUES (?, ?, ?, ?)",
+            (event.ts_ms, gpu, event.state, event.detail),
+        )
+        lost = event.ts_ms if event.state == "lost" else None
+        await conn.execute("UPDATE gpus SET lost_since_ms = ? WHERE id = ?", (lost, gpu))
+
+
+def sample_from_row(uuid: str, row: Sequence[int | None]) -> GpuSample:
+    """Inverse of ``raw_row``: a stored ``samples`` row (ts first, then RAW_COLUMNS)."""
+    values: dict[str, object] = {"uuid": uuid, "ts_ms": int(row[0] or 0)}
+    for (column, field_name), stored in zip(RAW_COLUMNS, row[1:], strict=True):
+        if stored is None:
+            values[field_name] = None
+        elif column in ("power_mw", "power_limit_mw"):
+            values[field_name] = stored / 1000
+        elif column in ("mem_used_mib", "mem_total_mib"):
+            values[field_name] = stored * _MIB
+        elif column in ("remap_pending", "remap_failure"):
+            values[field_name] = bool(stored)
+        else:
+            values[field_name] = stored
+    return GpuSample(**values)  # type: ignore[arg-type]  # keys are GpuSample's own fields
