@@ -7,9 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.flood import FloodPolicy
+from store.retention import RetentionPolicy
 from watcher.kmsg import KMSG_PATH
 
-__all__ = ["DaemonConfig"]
+__all__ = ["DaemonConfig", "SimulationSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationSpec:
+    """What ``--simulate`` asks for: how many GPUs, which model, and an optional scenario."""
+
+    gpus: int
+    model: str | None = None
+    scenario: str | None = None
+    speed: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +38,9 @@ class DaemonConfig:
     flood: FloodPolicy = field(default_factory=FloodPolicy)
     checkpoint_interval_s: float = 0.5
     shutdown_timeout_s: float = 20.0
+    nvml: bool = True
+    nvml_events: bool = True
+    sample_interval_s: float = 10.0
+    simulate: SimulationSpec | None = None
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_interval_s: float = 3600.0

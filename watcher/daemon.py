@@ -1,27 +1,37 @@
-"""The node daemon, assembled once: log sources -> pipeline -> batched writer.
+"""The node daemon, assembled once: log sources and NVML -> pipeline -> batched writer.
 
 Every task it starts is awaited or cancelled in :meth:`Daemon.run`'s shutdown path:
-stop the sources, flush the pipeline's watermarks, drain the writer's queue, commit, close.
+stop the sources and the sampler, flush the pipeline, drain the writer's queue, commit,
+close. Without an NVIDIA driver it runs on the kernel log alone and says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from store.db import prepare_store
+from store.retention import apply_retention
 from store.writer import StoreWriter
 from watcher.catalog import XidCatalog, default_catalog
 from watcher.clock import boot_wall_ms, now_ms, read_boot_id
 from watcher.config import DaemonConfig
 from watcher.kmsg import KmsgDevice, KmsgSource, OsKmsgDevice, kmsg_source_key
 from watcher.logfile import FileSource
+from watcher.nvml import NvmlUnavailableError
+from watcher.nvml_events import NvmlXidSource
 from watcher.pipeline import XidPipeline
 from watcher.records import LogSource
+from watcher.sampler import NvmlSampler
+
+if TYPE_CHECKING:
+    from watcher.simulation import Simulation
 
 __all__ = ["Daemon", "HostFacts"]
 
@@ -51,55 +61,95 @@ class Daemon:
         self.config = config
         self.host = host or HostFacts()
         self.writer = StoreWriter(config.db_path, flood=config.flood)
-        self.pipeline = XidPipeline(self.writer.put, catalog or default_catalog(), node=config.node)
+        self.pipeline = XidPipeline(
+            self.writer.put,
+            catalog or default_catalog(),
+            node=config.node,
+            now_ms=self.host.now_ms,
+            hold_nvml=config.kmsg,
+        )
         self.sources: list[LogSource] = []
+        self.sampler: NvmlSampler | None = None
+        self.nvml_events: NvmlXidSource | None = None
+        self.simulation: Simulation | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set or a source fails; then shut down cleanly."""
+        """Run until ``stop`` is set or a part fails; then shut down cleanly."""
         await asyncio.to_thread(prepare_store, self.config.db_path)
         await self.writer.open()
+        if self.config.simulate is not None:
+            from watcher.simulation import Simulation  # only a simulating daemon loads it
+
+            self.simulation = Simulation(self.config.simulate, boot_wall_ms=self.host.boot_wall_ms)
+            self.simulation.install()
+        try:
+            await self._run(stop)
+        finally:
+            if self.simulation is not None:
+                self.simulation.uninstall()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         self.sources = self._build_sources()
-        writer_task = asyncio.create_task(self.writer.run(), name="writer")
-        source_tasks = [
-            asyncio.create_task(s.run(self.pipeline.handle), name=f"source:{s.name}")
-            for s in self.sources
+        await self._start_nvml()
+        critical: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.writer.run(), name="writer"),
+            *(
+                asyncio.create_task(s.run(self.pipeline.handle), name=f"source:{s.name}")
+                for s in self.sources
+            ),
         ]
-        flusher = asyncio.create_task(self._flush_checkpoints(), name="checkpoints")
+        # Parts that finish soon after stop() (awaited at shutdown), then background loops.
+        stoppable = [
+            self._task(part.run(), part.name)
+            for part in (self.sampler, self.nvml_events)
+            if part is not None
+        ]
+        background = [
+            self._task(self._flush_checkpoints(), "checkpoints"),
+            self._task(self._retention_loop(), "retention"),
+        ]
+        if self.simulation is not None and self.simulation.runner is not None:
+            background.append(self._task(self.simulation.runner.run(), "scenario"))
         stopper = asyncio.create_task(stop.wait(), name="stop")
         log.info(
             "daemon_started",
             db=str(self.config.db_path),
             node=self.config.node,
             sources=[s.name for s in self.sources],
+            gpus=len(self.sampler.devices) if self.sampler else 0,
             boot_id=self.host.boot_id,
         )
         self.ready.set()
         failure: BaseException | None = None
         try:
-            done, _ = await asyncio.wait(
-                [stopper, writer_task, *source_tasks], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([stopper, *critical], return_when=asyncio.FIRST_COMPLETED)
             failure = next(
                 (t.exception() for t in done if t is not stopper and t.exception()), None
             )
         finally:
-            await self._shutdown(source_tasks, flusher, stopper, writer_task)
+            await self._shutdown(critical, stoppable, [*background, stopper])
         if failure is not None:
             raise failure
+
+    @staticmethod
+    def _task(coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
+        return asyncio.create_task(coro, name=name)
 
     def _build_sources(self) -> list[LogSource]:
         cfg, host = self.config, self.host
         sources: list[LogSource] = []
         if cfg.kmsg:
-            open_kmsg = host.open_kmsg or (lambda: OsKmsgDevice(cfg.kmsg_path))
+            boot_id, open_kmsg = host.boot_id, host.open_kmsg
+            if self.simulation is not None and open_kmsg is None:
+                boot_id, open_kmsg = self.simulation.boot_id, self.simulation.kmsg.reopen
             sources.append(
                 KmsgSource(
-                    open_kmsg,
-                    boot_id=host.boot_id,
+                    open_kmsg or (lambda: OsKmsgDevice(cfg.kmsg_path)),
+                    boot_id=boot_id,
                     boot_wall_ms=host.boot_wall_ms,
                     now_ms=host.now_ms,
-                    after_seq=self.writer.watermark(kmsg_source_key(host.boot_id)),
+                    after_seq=self.writer.watermark(kmsg_source_key(boot_id)),
                     any_facility=cfg.kmsg_any_facility,
                 )
             )
@@ -115,28 +165,71 @@ class Daemon:
         )
         return sources
 
+    async def _start_nvml(self) -> None:
+        """Discover GPUs; without a driver, say so once and carry on with the kernel log."""
+        if not self.config.nvml:
+            return
+        sampler = NvmlSampler(
+            self.writer.put, interval_s=self.config.sample_interval_s, now_ms=self.host.now_ms
+        )
+        try:
+            await sampler.start()
+        except NvmlUnavailableError as e:
+            log.warning("nvml_unavailable", reason=str(e))
+            return
+        self.sampler = sampler
+        self.pipeline.gpu_uuids = {g.pci_bus_id: g.uuid for g in sampler.gpus}
+        if self.config.nvml_events:
+            self.nvml_events = NvmlXidSource(
+                sampler.devices, self.pipeline.handle_nvml, now_ms=self.host.now_ms
+            )
+
     async def _flush_checkpoints(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self.pipeline.flush()
 
+    async def _retention_loop(self) -> None:
+        policy = self.config.retention
+        while True:
+            try:
+                await self.writer.exclusive(
+                    lambda conn: apply_retention(conn, policy, now_ms=self.host.now_ms())
+                )
+            except sqlite3.Error as e:
+                log.warning("retention_failed", error=str(e))
+            await asyncio.sleep(self.config.retention_interval_s)
+
     async def _shutdown(
         self,
-        source_tasks: list[asyncio.Task[None]],
-        flusher: asyncio.Task[None],
-        stopper: asyncio.Task[bool],
-        writer_task: asyncio.Task[None],
+        critical: list[asyncio.Task[Any]],
+        stoppable: list[asyncio.Task[None]],
+        background: list[asyncio.Task[Any]],
     ) -> None:
         log.info("daemon_stopping", queued=self.writer.queue_depth)
+        writer_task, source_tasks = critical[0], critical[1:]
+        for task in background:
+            task.cancel()
         for source in self.sources:
             source.stop()
-        await asyncio.wait(source_tasks, timeout=self.config.shutdown_timeout_s / 2)
-        for task in (*source_tasks, flusher, stopper):
+        for part in (self.sampler, self.nvml_events):
+            if part is not None:
+                part.stop()
+        parts = [*source_tasks, *stoppable]
+        if parts:
+            await asyncio.wait(parts, timeout=self.config.shutdown_timeout_s / 2)
+        for task in parts:
             task.cancel()
-        await asyncio.gather(*source_tasks, flusher, stopper, return_exceptions=True)
-        self.pipeline.flush()
+        await asyncio.gather(*parts, *background, return_exceptions=True)
+        self.pipeline.flush(final=True)
         await self.writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(writer_task, self.config.shutdown_timeout_s / 2)
         await self.writer.aclose_connection()
-        log.info("daemon_stopped", stored=self.writer.stats.events_stored)
+        if self.sampler is not None:
+            await self.sampler.close()
+        log.info(
+            "daemon_stopped",
+            stored=self.writer.stats.events_stored,
+            samples=self.writer.stats.samples_stored,
+        )

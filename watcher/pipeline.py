@@ -4,7 +4,9 @@ Every record either becomes an :class:`XidEvent` or moves its source's watermark
 :class:`Checkpoint`, coalesced and flushed on a timer), so a restart neither repeats nor
 skips anything. Two witnesses of one error are merged here: an implied XID 79 ("fallen
 off the bus") right after another 79 on the same GPU, and the same event seen by two
-sources (kmsg and a log file) within a couple of seconds.
+sources (kmsg and a log file) within a couple of seconds, and NVML's XID event for the
+same GPU and code as a kernel log line (the NVML one is held back briefly to give the
+kernel line time to arrive, and stored on its own only if none does).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 from store.records import Checkpoint, SourceCursor, XidEvent
 from watcher.catalog import XidCatalog
+from watcher.clock import now_ms as wall_now_ms
+from watcher.nvml_events import NvmlXid
 from watcher.records import LogRecord
 from watcher.xid import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
 
@@ -22,6 +26,8 @@ __all__ = ["PipelineStats", "XidPipeline"]
 
 IMPLIED_79_WINDOW_MS = 10 * 60_000
 CROSS_SOURCE_WINDOW_MS = 2_000
+NVML_WITNESS_WINDOW_MS = 10_000  # kernel line and NVML event of one XID are this close
+NVML_HOLD_MS = 2_000  # how long an NVML XID waits for its kernel line
 _RECENT_MAX = 4096
 
 
@@ -32,6 +38,9 @@ class PipelineStats:
     implied_merged: int = 0
     cross_source_merged: int = 0
     sxid_details: int = 0
+    nvml_events: int = 0
+    nvml_merged: int = 0
+    nvml_only: int = 0
 
 
 class XidPipeline:
@@ -43,11 +52,18 @@ class XidPipeline:
         catalog: XidCatalog,
         *,
         node: str = "",
+        now_ms: Callable[[], int] = wall_now_ms,
+        hold_nvml: bool = True,
     ) -> None:
         self.stats = PipelineStats()
+        self.gpu_uuids: dict[str, str] = {}  # PCI bus id -> UUID, from NVML discovery
+        self.hold_nvml = hold_nvml
         self._put = put
         self._catalog = catalog
         self._node = node
+        self._now_ms = now_ms
+        self._kernel_xids: OrderedDict[tuple[str | None, int], int] = OrderedDict()
+        self._held: list[NvmlXid] = []
         self._pending: dict[str, SourceCursor] = {}
         self._last_79_ms: dict[str | None, int] = {}
         self._recent: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
@@ -66,11 +82,68 @@ class XidPipeline:
         self.stats.events += 1
         self._put(event)
 
-    def flush(self) -> None:
-        """Hand on the watermark of records that held no event (call on a timer and at exit)."""
+    def handle_nvml(self, xid: NvmlXid) -> None:
+        """An NVML XID event: merged with the kernel's line, or held and stored on its own."""
+        self.stats.nvml_events += 1
+        if self._kernel_saw(xid):
+            self.stats.nvml_merged += 1
+        elif self.hold_nvml:
+            self._held.append(xid)
+        else:
+            self._store_nvml(xid)
+
+    def flush(self, *, final: bool = False) -> None:
+        """Hand on watermarks of records that held no event, and NVML XIDs whose wait is over.
+
+        Call on a timer and at exit (``final``: nothing is held back any longer).
+        """
         pending, self._pending = self._pending, {}
         for cursor in pending.values():
             self._put(Checkpoint(cursor))
+        if self._held:
+            due = self._now_ms() - NVML_HOLD_MS
+            keep = []
+            for xid in self._held:
+                if self._kernel_saw(xid):
+                    self.stats.nvml_merged += 1
+                elif final or xid.ts_ms <= due:
+                    self._store_nvml(xid)
+                else:
+                    keep.append(xid)
+            self._held = keep
+
+    def _kernel_saw(self, xid: NvmlXid) -> bool:
+        """True if a kernel line reported this XID on this GPU close in time."""
+        if xid.code_known:
+            seen = [self._kernel_xids.get((xid.pci_bus_id, xid.code))]
+        else:
+            seen = [t for (pci, _), t in self._kernel_xids.items() if pci == xid.pci_bus_id]
+        return any(t is not None and abs(xid.ts_ms - t) <= NVML_WITNESS_WINDOW_MS for t in seen)
+
+    def _store_nvml(self, xid: NvmlXid) -> None:
+        self.stats.nvml_only += 1
+        self.stats.events += 1
+        info = self._catalog.lookup(xid.code)
+        message = (
+            "reported by NVML; no kernel log line for it was seen"
+            if xid.code_known
+            else f"NVML reported an XID without its code ({xid.code}); see the kernel log"
+        )
+        self._put(
+            XidEvent(
+                ts_ms=xid.ts_ms,
+                received_ms=xid.ts_ms,
+                kind="xid",
+                xid=xid.code,
+                message=message,
+                raw="",
+                source="nvml",
+                action=info.immediate_action,
+                node=self._node,
+                pci_bus_id=xid.pci_bus_id,
+                gpu_uuid=xid.gpu_uuid,
+            )
+        )
 
     def _event(self, record: LogRecord, parsed: ParsedXid) -> XidEvent | None:
         ts_ms = record.ts_ms if record.ts_ms is not None else record.received_ms
@@ -88,6 +161,8 @@ class XidPipeline:
             self.stats.cross_source_merged += 1
             return None
         info = self._catalog.lookup(parsed.xid, parsed.kind)
+        if parsed.kind == "xid":
+            self._remember_kernel_xid(parsed.pci_bus_id, parsed.xid, ts_ms)
         return XidEvent(
             ts_ms=ts_ms,
             received_ms=record.received_ms,
@@ -99,6 +174,7 @@ class XidPipeline:
             action=info.immediate_action,
             node=self._node,
             pci_bus_id=parsed.pci_bus_id,
+            gpu_uuid=self.gpu_uuids.get(parsed.pci_bus_id or ""),
             pid=parsed.pid,
             process=parsed.process,
             mig_gi=parsed.mig_gi,
@@ -107,6 +183,13 @@ class XidPipeline:
             seq=record.seq,
             cursor=record.cursor,
         )
+
+    def _remember_kernel_xid(self, pci: str | None, code: int, ts_ms: int) -> None:
+        key = (pci, code)
+        self._kernel_xids[key] = ts_ms
+        self._kernel_xids.move_to_end(key)
+        if len(self._kernel_xids) > _RECENT_MAX:
+            self._kernel_xids.popitem(last=False)
 
     def _merge_79(self, parsed: ParsedXid, ts_ms: int) -> bool:
         """True if this 79 only repeats one already recorded for the GPU (and is implied)."""
