@@ -1,8 +1,9 @@
 """``xidwatch demo``: the one-command tour, on any machine, no GPU or root needed.
 
-It replays a bundled incident capture into a fresh store, then runs the real daemon for a
-few seconds on an in-memory /dev/kmsg while a scripted scenario prints XIDs into it, and
-shows what was stored and the commands to try next.
+It replays a bundled incident capture into a fresh store, then runs the real daemon on
+simulated GPUs (behind the real pynvml) while a scripted scenario heats one GPU until it
+falls off the bus, printing each XID as it is stored, and ends with the GPUs' health, a
+temperature trend with the XIDs marked, and the commands to try next.
 """
 
 from __future__ import annotations
@@ -12,44 +13,47 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cli.charts import render_trend
+from cli.telemetry import health_lines
 from store.db import open_reader
+from store.metrics import get_metric
 from store.queries import XidFilter, list_xids, summarize_xids
 from store.records import StoredXid
+from store.series import metric_series
 from watcher.catalog import default_catalog
-from watcher.clock import boot_wall_ms, now_ms, read_boot_id
-from watcher.config import DaemonConfig
-from watcher.daemon import Daemon, HostFacts
+from watcher.clock import now_ms
+from watcher.config import DaemonConfig, SimulationSpec
+from watcher.daemon import Daemon
 from watcher.ingest import replay_captures
-from watcher.kmsgdev import MemoryKmsgDevice
 
-__all__ = ["SCENARIO", "demo"]
+__all__ = ["demo"]
 
-# (seconds into the live phase, kernel message) — noise and XIDs, as the driver prints them.
-SCENARIO: tuple[tuple[float, str], ...] = (
-    (0.2, "cni0: port 2(veth1c9e2d1a) entered forwarding state"),
-    (0.5, "NVRM: Xid (PCI:0000:3b:00): 13, pid=52011, name=python3, Graphics SM Warp Exception"),
-    (0.6, "NVRM: Xid (PCI:0000:3b:00): 43, pid=52011, name=python3, Ch 00000010"),
-    (1.2, "NVRM: Xid (PCI:0000:d8:00): 94, pid=52077, name=python3, Contained: SM (0x1)."),
-    (1.8, "NVRM: Xid (PCI:0000:86:00): 79, pid=52100, name=trainer, GPU has fallen off the bus."),
-    (1.8, "NVRM: GPU 0000:86:00.0: GPU has fallen off the bus."),
-    (2.4, "pcieport 0000:85:00.0: AER: Uncorrected (Fatal) error received: 0000:85:00.0"),
-)
+SCENARIO = "thermal-runaway"
 
 
 def demo(
     db: Annotated[
         Path | None, typer.Option(help="Store file (default: a new temporary one).")
     ] = None,
-    duration: Annotated[float, typer.Option(min=0.0, help="Seconds of live daemon.")] = 3.0,
+    scenario: Annotated[
+        str, typer.Option(help="Bundled scenario or YAML file to play on the simulated GPUs.")
+    ] = SCENARIO,
+    gpus: Annotated[int, typer.Option(min=1, max=16, help="Simulated GPUs.")] = 4,
+    speed: Annotated[
+        float, typer.Option(min=0.1, help="Scenario time runs this many times faster.")
+    ] = 8.0,
+    duration: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds of live daemon (default: the scenario's length)."),
+    ] = None,
 ) -> None:
-    """A tour: replay a sample incident, run the daemon live on a scripted scenario, show it."""
+    """A tour: replay a sample incident, run the daemon on simulated GPUs, show what it kept."""
     path = db or Path(tempfile.mkdtemp(prefix="xidwatch-demo-")) / "xidwatch.db"
     sample = resources.files("watcher").joinpath("data/sample-kern.log")
     with resources.as_file(sample) as sample_path:
@@ -59,49 +63,94 @@ def demo(
         f"   {result.lines} kernel log lines -> {result.events} XID lines -> "
         f"{result.stored} events stored, {result.folded} folded into bursts (counts stay exact)\n"
     )
-    typer.echo(f"2. Running the node daemon for {duration:g}s on an in-memory /dev/kmsg")
-    asyncio.run(_live(path, duration))
-    typer.echo("")
-    typer.echo("3. What the store holds now (summary by code and GPU):")
+    spec = SimulationSpec(gpus, scenario=scenario, speed=speed)
+    started_ms = now_ms()
+    asyncio.run(_live(path, spec, duration))
+    typer.echo("\n3. GPU health now (xidwatch health):")
+    typer.echo(asyncio.run(health_lines(path)))
+    typer.echo("\n4. Temperature while the scenario ran (xidwatch trend):")
+    typer.echo(asyncio.run(_trend(path, started_ms)))
+    typer.echo("\n5. XIDs the store holds (summary by code and GPU):")
     typer.echo(asyncio.run(_summary(path)))
     typer.echo("\nTry next:")
     prog = "xidwatch" if shutil.which("xidwatch") else os.path.relpath(sys.argv[0])
     for cmd in (
+        f"{prog} health --db {path}",
+        f"{prog} trend --db {path} --metric temperature --since 10m",
+        f"{prog} trend --db {path} --metric power --since 10m --json",
         f"{prog} xids --db {path} --since 365d",
-        f"{prog} xids --db {path} --since 365d --code 79 --json",
         f"{prog} explain 79",
-        f"{prog} explain 48",
+        f"{prog} run --simulate 8 --scenario ecc-degradation --db /tmp/sim.db",
     ):
         typer.echo(f"  {cmd}")
 
 
-async def _live(path: Path, duration: float) -> None:
-    device = MemoryKmsgDevice()
-    boot_ms = boot_wall_ms()
-    host = HostFacts(
-        boot_id=f"demo-{read_boot_id()}", boot_wall_ms=lambda: boot_ms, open_kmsg=device.reopen
+async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> None:
+    config = DaemonConfig(
+        db_path=path,
+        node="demo-node",
+        simulate=spec,
+        sample_interval_s=1.0,
+        checkpoint_interval_s=0.2,
     )
-    daemon = Daemon(DaemonConfig(db_path=path, node="demo-node"), host=host)
+    daemon = Daemon(config)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     await daemon.ready.wait()
-    started = time.monotonic()
-    for at_s, text in SCENARIO:
-        if at_s > duration:
-            break
-        await asyncio.sleep(max(0.0, at_s - (time.monotonic() - started)))
-        device.write(text, ts_usec=(now_ms() - boot_ms) * 1000)
-        if "Xid" in text:
-            typer.echo(f"   kernel: {text}")
-    await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
+    sim = daemon.simulation
+    assert sim is not None and sim.scenario is not None
+    scenario = sim.scenario
+    seconds = duration if duration is not None else scenario.duration_s / spec.speed + 2.0
+    typer.echo(
+        f"2. Running the node daemon for {seconds:.0f}s on {len(sim.fleet.gpus)} simulated "
+        f"{sim.fleet.gpus[0].profile.name} GPUs, scenario {scenario.name!r} at {spec.speed:g}x:"
+    )
+    typer.echo(f"   {scenario.description.strip().splitlines()[0]}")
+    await _watch(path, seconds)
     stop.set()
     await task
-    device.dispose()
-    s = daemon.writer.stats
+    s, p = daemon.writer.stats, daemon.pipeline.stats
     typer.echo(
-        f"   daemon stored {s.events_stored} events live ({daemon.pipeline.stats.implied_merged} "
-        "duplicate 'fallen off the bus' lines merged into their XID 79)"
+        f"   daemon stored {s.samples_stored} samples and {s.events_stored} XID events live; "
+        f"{p.nvml_merged} NVML XID events matched their kernel log line"
     )
+
+
+async def _watch(path: Path, seconds: float) -> None:
+    """Print XIDs as the daemon stores them (read back from the store, like any reader)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    last_id = 0
+    catalog = default_catalog()
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        conn = await open_reader(path)
+        try:
+            page = await list_xids(conn, XidFilter(since_ms=now_ms() - 600_000), limit=50)
+        finally:
+            await conn.close()
+        for e in reversed(page.events):
+            if e.id > last_id and e.node == "demo-node":
+                info = catalog.lookup(e.xid, e.kind)
+                typer.echo(
+                    f"   stored: XID {e.xid:<3} GPU {e.pci_bus_id}  {e.action:<12} {info.title}"
+                )
+        last_id = max([last_id, *(e.id for e in page.events)])
+
+
+async def _trend(path: Path, since_ms: int) -> str:
+    conn = await open_reader(path)
+    now = now_ms()
+    try:
+        # About one 1 s sample per bucket, so the chart has no gaps.
+        buckets = max(10, min(60, (now - since_ms) // 1000))
+        series = await metric_series(
+            conn, "temperature", since_ms=since_ms, until_ms=now, buckets=buckets, now_ms=now
+        )
+        xids = (await list_xids(conn, XidFilter(since_ms=since_ms), limit=500)).events
+    finally:
+        await conn.close()
+    return render_trend(series, list(xids), metric=get_metric("temperature"), width=60)
 
 
 async def _summary(path: Path) -> str:

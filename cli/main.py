@@ -13,16 +13,19 @@ from typing import Annotated
 import typer
 
 from cli import demo as demo_cmd
+from cli import telemetry
+from cli.options import DEFAULT_DB, DbOption
 from cli.render import event_json, explain_json, explain_text, xid_table
 from store.db import open_reader
 from store.errors import InvalidQueryError, XidwatchError
 from store.flood import FloodPolicy
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import EventKind, StoredXid
-from store.windows import parse_instant_ms
+from store.retention import RetentionPolicy
+from store.windows import parse_duration_ms, parse_instant_ms
 from watcher.catalog import default_catalog
 from watcher.clock import now_ms
-from watcher.config import DaemonConfig
+from watcher.config import DaemonConfig, SimulationSpec
 from watcher.daemon import Daemon
 from watcher.ingest import replay_captures
 from watcher.logs import configure_logging
@@ -37,11 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-DbOption = Annotated[
-    Path, typer.Option("--db", envvar="XIDWATCH_DB", help="SQLite store file.", show_default=True)
-]
-DEFAULT_DB = Path("/var/lib/xidwatch/xidwatch.db")
 
 
 @app.callback()
@@ -82,6 +80,36 @@ def run(
     nvml: Annotated[
         bool, typer.Option("--nvml/--no-nvml", help="Sample GPUs through NVML.")
     ] = True,
+    sample_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="XIDWATCH_SAMPLE_INTERVAL", min=1.0, help="Seconds between NVML samples."
+        ),
+    ] = 10.0,
+    simulate: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Run N simulated GPUs (behind the real pynvml) and an in-memory kernel log "
+            "instead of the host's.",
+        ),
+    ] = 0,
+    simulate_model: Annotated[
+        str | None, typer.Option(help="Simulated GPU model: H100-80GB, A100-80GB or T4.")
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="With --simulate: a bundled scenario name or a scenario YAML file."),
+    ] = None,
+    scenario_speed: Annotated[
+        float, typer.Option(min=0.01, help="Scenario time runs this many times faster.")
+    ] = 1.0,
+    retention_raw: Annotated[
+        str, typer.Option(help="Keep raw samples this long (e.g. 48h).")
+    ] = "48h",
+    retention_1m: Annotated[str, typer.Option(help="Keep 1-minute rollups this long.")] = "30d",
+    retention_1h: Annotated[str, typer.Option(help="Keep 1-hour rollups this long.")] = "400d",
     flood_burst: Annotated[
         int, typer.Option(min=1, help="Individual rows per GPU and code before folding.")
     ] = 20,
@@ -92,7 +120,9 @@ def run(
         ),
     ] = 6.0,
 ) -> None:
-    """Run the node daemon: read the kernel log and record every XID until SIGTERM."""
+    """Run the node daemon: record every XID and sample every GPU until SIGTERM."""
+    if scenario and not simulate:
+        raise InvalidQueryError("--scenario needs --simulate N (scenarios drive simulated GPUs)")
     config = DaemonConfig(
         db_path=db,
         kmsg=kmsg,
@@ -101,14 +131,19 @@ def run(
         log_files=tuple(log_file or ()),
         log_files_from_start=log_file_from_start,
         flood=FloodPolicy(burst=flood_burst, per_minute=flood_per_minute),
+        nvml=nvml or simulate > 0,
+        sample_interval_s=sample_interval,
+        simulate=SimulationSpec(simulate, simulate_model, scenario, scenario_speed)
+        if simulate
+        else None,
+        retention=RetentionPolicy(
+            raw_ms=parse_duration_ms(retention_raw),
+            minute_ms=parse_duration_ms(retention_1m),
+            hour_ms=parse_duration_ms(retention_1h),
+        ),
     )
     if node:
         config = replace(config, node=node)
-    if nvml:
-        typer.echo(
-            "note: NVML sampling is not built yet; recording XIDs from the kernel log only",
-            err=True,
-        )
     asyncio.run(_run_daemon(Daemon(config)))
 
 
@@ -230,6 +265,8 @@ def explain(
 
 
 app.command(name="demo")(demo_cmd.demo)
+app.command(name="trend")(telemetry.trend)
+app.command(name="health")(telemetry.health)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import structlog
 
 from watcher.clock import now_ms
 from watcher.config import SimulationSpec
+from watcher.errors import SourceError
 from watcher.kmsgdev import MemoryKmsgDevice
 from watcher.sim import Scenario, ScenarioRunner, SimulatedFleet, SimulatedNvml, load_scenario
 
@@ -31,7 +32,10 @@ class Simulation:
         self.scenario: Scenario | None = load_scenario(spec.scenario) if spec.scenario else None
         count = max(spec.gpus, self.scenario.gpus if self.scenario else 0)
         model = spec.model or (self.scenario.model if self.scenario else None) or "H100-80GB"
-        self.fleet = SimulatedFleet.build(count, model, seed=spec.seed, time_scale=spec.speed)
+        try:
+            self.fleet = SimulatedFleet.build(count, model, seed=spec.seed, time_scale=spec.speed)
+        except ValueError as e:
+            raise SourceError(f"cannot simulate GPUs: {e}") from e
         self.kmsg = MemoryKmsgDevice()
         # The in-memory kernel log starts again at sequence 0 each run: give it a boot id of
         # its own so the real kmsg watermark never skips (or is moved by) simulated records.

@@ -116,7 +116,10 @@ def test_a_missing_store_says_how_to_make_one(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_the_tour_end_to_end(tmp_path: Path) -> None:
-    out = xidwatch("demo", "--db", str(tmp_path / "demo.db"), "--duration", "2.5")
+    out = xidwatch("demo", "--db", str(tmp_path / "demo.db"), "--speed", "40")
     assert out.returncode == 0, out.stderr
-    assert "daemon stored 4 events live" in out.stdout
-    assert "total 87 events" in out.stdout
+    assert "stored: XID 79  GPU 00000000:86:00.0" in out.stdout
+    assert "3 XID events live; 3 NVML XID events matched their kernel log line" in out.stdout
+    health = next(line for line in out.stdout.splitlines() if line.startswith("GPU 2 "))
+    assert "CRITICAL" in health and "lost" in health
+    assert "total 86 events" in out.stdout
