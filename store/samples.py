@@ -152,6 +152,7 @@ class TelemetryWriter:
         self._last_ts: dict[int, int] = {}
         self._procs: dict[tuple[int, int], tuple[int, int]] = {}  # (gpu, pid) -> (first, last)
         self._procs_before: dict[tuple[int, int], tuple[int, int]] = {}
+        self._gpu_ids_before: dict[str, int] = {}
 
     async def load(self, conn: aiosqlite.Connection) -> None:
         """Read back what a previous run left: GPU ids, newest sample per GPU, live processes."""
@@ -179,6 +180,7 @@ class TelemetryWriter:
         """Write batches and state events on ``conn`` inside the caller's transaction."""
         result = TelemetryResult()
         self._procs_before = dict(self._procs)
+        self._gpu_ids_before = dict(self._gpu_ids)
         for batch in batches:
             for info in batch.gpus:
                 await self._upsert_gpu(conn, info, batch.ts_ms)
@@ -206,6 +208,7 @@ class TelemetryWriter:
     def rolled_back(self) -> None:
         """Forget what the failed transaction planned, so its retry writes the same rows."""
         self._procs = self._procs_before
+        self._gpu_ids = self._gpu_ids_before  # ids of rolled-back gpus rows do not exist
 
     def commit_succeeded(self, batches: Sequence[SampleBatch]) -> None:
         """Advance the per-GPU high-water marks once the transaction is durable."""

@@ -161,7 +161,9 @@ class StoreWriter:
         """Queue an item; never blocks, never drops an XID (samples are shed when backed up)."""
         if isinstance(item, SampleBatch) and self._queue.qsize() >= MAX_QUEUED_FOR_SAMPLES:
             self.stats.samples_shed += len(item.samples)
-            return
+            if not item.gpus:
+                return
+            item = _announcement_only(item)
         self._queue.put_nowait(item)
 
     async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
@@ -240,7 +242,11 @@ class StoreWriter:
                 self._telemetry.rolled_back()
                 shed = sum(len(b.samples) for b in plan.samples)
                 self.stats.samples_shed += shed
-                batch = [i for i in batch if not isinstance(i, SampleBatch)]
+                batch = [
+                    _announcement_only(i) if isinstance(i, SampleBatch) else i
+                    for i in batch
+                    if not isinstance(i, SampleBatch) or i.gpus
+                ]
                 self.stats.commit_retries += 1
                 log.warning(
                     "store_commit_failed_retrying",
@@ -372,6 +378,11 @@ class StoreWriter:
                 await self._conn.rollback()
             except sqlite3.Error:
                 log.warning("store_rollback_failed")
+
+
+def _announcement_only(batch: SampleBatch) -> SampleBatch:
+    """What is kept of a shed batch: the GPUs it announces (inventory is never shed)."""
+    return SampleBatch(batch.ts_ms, gpus=batch.gpus)
 
 
 def _row(e: XidEvent, *, burst: bool) -> tuple[object, ...]:

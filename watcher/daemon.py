@@ -76,16 +76,18 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a part fails; then shut down cleanly."""
-        await asyncio.to_thread(prepare_store, self.config.db_path)
-        await self.writer.open()
         if self.config.simulate is not None:
             from watcher.simulation import Simulation  # only a simulating daemon loads it
 
             self.simulation = Simulation(self.config.simulate, boot_wall_ms=self.host.boot_wall_ms)
+        await asyncio.to_thread(prepare_store, self.config.db_path)
+        if self.simulation is not None:
             self.simulation.install()
         try:
+            await self.writer.open()
             await self._run(stop)
         finally:
+            await self.writer.aclose_connection()  # an open aiosqlite thread keeps us alive
             if self.simulation is not None:
                 self.simulation.uninstall()
 
