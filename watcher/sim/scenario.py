@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 import yaml
 
 from store.errors import XidwatchError
-from watcher.sim.gpu import SimulatedFleet, SimulatedGpu
+from watcher.sim.fleet import SimulatedFleet
+from watcher.sim.gpu import SimulatedGpu
 from watcher.sim.profiles import PROFILES
 
 __all__ = [
