@@ -99,7 +99,7 @@ async def _incremental_vacuum(conn: aiosqlite.Connection) -> int:
         row = await cur.fetchone()
     free = int(row[0]) if row else 0
     if free:
-        # The pragma returns a row per page freed; drain it so the work is actually done.
-        async with conn.execute("PRAGMA incremental_vacuum") as cur:
-            await cur.fetchall()
+        # One page per step, and the pragma declares no columns, so execute() steps it once
+        # (one page); executescript() steps every statement to the end.
+        await conn.executescript("PRAGMA incremental_vacuum")
     return free

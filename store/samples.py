@@ -57,6 +57,17 @@ _UPSERT_GPU = (
     + ", last_seen_ms = max(last_seen_ms, excluded.last_seen_ms) RETURNING id"
 )
 
+_UPSERT_PROCESS = """
+INSERT INTO gpu_processes (gpu, pid, first_ts, last_ts, used_mib, max_used_mib, name)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (gpu, pid, first_ts) DO UPDATE SET
+    last_ts = excluded.last_ts,
+    used_mib = excluded.used_mib,
+    max_used_mib = max(coalesce(max_used_mib, excluded.max_used_mib),
+                       coalesce(excluded.max_used_mib, max_used_mib)),
+    name = coalesce(excluded.name, name)
+"""
+
 
 def _rollup_upsert(table: str) -> str:
     cols = ["throttle_reasons_any"]
@@ -82,6 +93,8 @@ def _rollup_upsert(table: str) -> str:
     )
 
 
+# Per metric, in METRICS order: the raw column it reads and its flag mask (hot loop).
+_SOURCES = tuple((m.raw_column, m.mask) for m in METRICS)
 _ROLLUP_UPSERTS = {table: _rollup_upsert(table) for table, _ in ROLLUP_TIERS}
 
 
@@ -98,10 +111,12 @@ class _Agg:
         reasons = row.get("throttle_reasons")
         if reasons is not None:
             self.reasons_any = reasons | (self.reasons_any or 0)
-        for metric, agg in zip(METRICS, self.values, strict=True):
-            v = metric.stored_value(row)
+        for (column, mask), agg in zip(_SOURCES, self.values, strict=True):
+            v = row[column]
             if v is None:
                 continue
+            if mask is not None:
+                v = int(v & mask != 0)
             lo, hi, total, n = agg
             agg[0] = v if lo is None or v < lo else lo
             agg[1] = v if hi is None or v > hi else hi
@@ -151,8 +166,8 @@ class TelemetryWriter:
         self._gpu_ids: dict[str, int] = {}
         self._last_ts: dict[int, int] = {}
         self._procs: dict[tuple[int, int], tuple[int, int]] = {}  # (gpu, pid) -> (first, last)
-        self._procs_before: dict[tuple[int, int], tuple[int, int]] = {}
-        self._gpu_ids_before: dict[str, int] = {}
+        self._committed_procs: dict[tuple[int, int], tuple[int, int]] = {}
+        self._committed_ids: dict[str, int] = {}
 
     async def load(self, conn: aiosqlite.Connection) -> None:
         """Read back what a previous run left: GPU ids, newest sample per GPU, live processes."""
@@ -170,6 +185,11 @@ class TelemetryWriter:
         )
         async with conn.execute(query, (PROCESS_GAP_MS,)) as cur:
             self._procs = {(int(g), int(p)): (int(f), int(t)) async for g, p, f, t in cur}
+        self._mark_committed()
+
+    def _mark_committed(self) -> None:
+        self._committed_procs = dict(self._procs)
+        self._committed_ids = dict(self._gpu_ids)
 
     async def write(
         self,
@@ -179,8 +199,6 @@ class TelemetryWriter:
     ) -> TelemetryResult:
         """Write batches and state events on ``conn`` inside the caller's transaction."""
         result = TelemetryResult()
-        self._procs_before = dict(self._procs)
-        self._gpu_ids_before = dict(self._gpu_ids)
         for batch in batches:
             for info in batch.gpus:
                 await self._upsert_gpu(conn, info, batch.ts_ms)
@@ -197,8 +215,9 @@ class TelemetryWriter:
             "UPDATE gpus SET last_seen_ms = max(last_seen_ms, ?) WHERE id = ?",
             [(ts, gpu) for gpu, ts in last_seen.items()],
         )
-        for batch in batches:
-            await self._write_processes(conn, batch.ts_ms, batch.processes)
+        processes = [row for b in batches for row in self._process_rows(b.ts_ms, b.processes)]
+        if processes:
+            await conn.executemany(_UPSERT_PROCESS, processes)
         for event in states:
             await self._write_state(conn, event)
             result.state_events += 1
@@ -206,12 +225,17 @@ class TelemetryWriter:
         return result
 
     def rolled_back(self) -> None:
-        """Forget what the failed transaction planned, so its retry writes the same rows."""
-        self._procs = self._procs_before
-        self._gpu_ids = self._gpu_ids_before  # ids of rolled-back gpus rows do not exist
+        """Forget what the failed transaction planned, so its retry writes the same rows.
+
+        Ids of rolled-back ``gpus`` rows do not exist, and process spans it opened were
+        never stored: go back to the state of the last commit.
+        """
+        self._procs = dict(self._committed_procs)
+        self._gpu_ids = dict(self._committed_ids)
 
     def commit_succeeded(self, batches: Sequence[SampleBatch]) -> None:
         """Advance the per-GPU high-water marks once the transaction is durable."""
+        self._mark_committed()
         for batch in batches:
             for s in batch.samples:
                 gpu = self._gpu_ids.get(s.uuid)
@@ -267,9 +291,11 @@ class TelemetryWriter:
         assert row is not None
         self._gpu_ids[info.uuid] = int(row[0])
 
-    async def _write_processes(
-        self, conn: aiosqlite.Connection, ts_ms: int, processes: Sequence[GpuProcess]
-    ) -> None:
+    def _process_rows(
+        self, ts_ms: int, processes: Sequence[GpuProcess]
+    ) -> list[tuple[object, ...]]:
+        """Upsert rows for one tick: a process seen again extends its row, else starts one."""
+        rows: list[tuple[object, ...]] = []
         for p in processes:
             gpu = self._gpu_ids.get(p.uuid)
             if gpu is None:
@@ -277,22 +303,12 @@ class TelemetryWriter:
             used = None if p.used_memory_bytes is None else round(p.used_memory_bytes / _MIB)
             key = (gpu, p.pid)
             span = self._procs.get(key)
-            if span is not None and 0 <= ts_ms - span[1] <= PROCESS_GAP_MS:
-                await conn.execute(
-                    "UPDATE gpu_processes SET last_ts = ?, used_mib = ?, "
-                    "max_used_mib = max(coalesce(max_used_mib, ?), coalesce(?, max_used_mib)), "
-                    "name = coalesce(?, name) WHERE gpu = ? AND pid = ? AND first_ts = ?",
-                    (ts_ms, used, used, used, p.name, gpu, p.pid, span[0]),
-                )
-                self._procs[key] = (span[0], ts_ms)
-            else:
-                await conn.execute(
-                    "INSERT OR IGNORE INTO gpu_processes "
-                    "(gpu, pid, first_ts, last_ts, used_mib, max_used_mib, name) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (gpu, p.pid, ts_ms, ts_ms, used, used, p.name),
-                )
-                self._procs[key] = (ts_ms, ts_ms)
+            first = (
+                span[0] if span is not None and 0 <= ts_ms - span[1] <= PROCESS_GAP_MS else ts_ms
+            )
+            self._procs[key] = (first, ts_ms)
+            rows.append((gpu, p.pid, first, ts_ms, used, used, p.name))
+        return rows
 
     async def _write_state(self, conn: aiosqlite.Connection, event: GpuStateEvent) -> None:
         gpu = self._gpu_ids.get(event.uuid)
