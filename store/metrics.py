@@ -9,9 +9,9 @@ the GPU was held back for that reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from store.errors import InvalidQueryError
 from store.records import GpuSample
@@ -23,6 +23,7 @@ __all__ = [
     "MetricKind",
     "get_metric",
     "raw_row",
+    "sample_from_raw",
 ]
 
 MetricKind = Literal["gauge", "counter", "flag"]
@@ -68,6 +69,7 @@ _TO_STORED: Mapping[str, float] = {
     "memory_used_bytes": 1 / _MIB,
     "memory_total_bytes": 1 / _MIB,
 }
+_FLAGS = frozenset({"remap_pending", "remap_failure"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +240,19 @@ def raw_row(sample: GpuSample) -> dict[str, int | None]:
         else:
             row[column] = int(value)
     return row
+
+
+def sample_from_raw(uuid: str, ts_ms: int, stored: Sequence[int | None]) -> GpuSample:
+    """Inverse of :func:`raw_row`: stored integers (RAW_COLUMNS order) back to a GpuSample."""
+    values: dict[str, Any] = {}
+    for (_, field_name), value in zip(RAW_COLUMNS, stored, strict=True):
+        if value is None:
+            values[field_name] = None
+        elif field_name in _TO_STORED:
+            factor = _TO_STORED[field_name]
+            values[field_name] = value / factor if factor > 1 else round(value / factor)
+        elif field_name in _FLAGS:
+            values[field_name] = bool(value)
+        else:
+            values[field_name] = value
+    return GpuSample(uuid=uuid, ts_ms=ts_ms, **values)

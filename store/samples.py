@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 import structlog
 
-from store.metrics import METRICS, RAW_COLUMNS, raw_row
+from store.metrics import METRICS, RAW_COLUMNS, raw_row, sample_from_raw
 from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
 from store.schema import ROLLUP_TIERS
 
@@ -324,17 +324,5 @@ class TelemetryWriter:
 
 
 def sample_from_row(uuid: str, row: Sequence[int | None]) -> GpuSample:
-    """Inverse of ``raw_row``: a stored ``samples`` row (ts first, then RAW_COLUMNS)."""
-    values: dict[str, object] = {"uuid": uuid, "ts_ms": int(row[0] or 0)}
-    for (column, field_name), stored in zip(RAW_COLUMNS, row[1:], strict=True):
-        if stored is None:
-            values[field_name] = None
-        elif column in ("power_mw", "power_limit_mw"):
-            values[field_name] = stored / 1000
-        elif column in ("mem_used_mib", "mem_total_mib"):
-            values[field_name] = stored * _MIB
-        elif column in ("remap_pending", "remap_failure"):
-            values[field_name] = bool(stored)
-        else:
-            values[field_name] = stored
-    return GpuSample(**values)  # type: ignore[arg-type]  # keys are GpuSample's own fields
+    """A stored ``samples`` row (ts first, then RAW_COLUMNS) as a GpuSample."""
+    return sample_from_raw(uuid, int(row[0] or 0), row[1:])

@@ -35,31 +35,14 @@ _V2_RAW = [
     "nvlink_errors",
     "processes",
 ]
+# Rollups summarize every raw column but the throttle bitmask, which becomes three flags.
+_THROTTLE_AT = _V2_RAW.index("throttle_reasons")
 _V2_ROLLUP = [
-    "temp_c",
-    "power_mw",
-    "power_limit_mw",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "util_gpu_pct",
-    "util_mem_pct",
-    "mem_used_mib",
-    "mem_total_mib",
-    "ecc_corr_vol",
-    "ecc_unc_vol",
-    "ecc_corr_agg",
-    "ecc_unc_agg",
-    "remap_corr",
-    "remap_unc",
-    "remap_pending",
-    "remap_failure",
+    *_V2_RAW[:_THROTTLE_AT],
     "thr_power",
     "thr_thermal",
     "thr_hw_slowdown",
-    "pcie_replays",
-    "nvlink_active",
-    "nvlink_errors",
-    "processes",
+    *_V2_RAW[_THROTTLE_AT + 1 :],
 ]
 ROLLUP_TIERS: tuple[tuple[str, int], ...] = (("rollup_1m", 60_000), ("rollup_1h", 3_600_000))
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
+from typing import Any
 
-from store.db import prepare_store
+import aiosqlite
+
+from store.db import open_reader, prepare_store
 from store.flood import FloodPolicy
-from store.records import Checkpoint, SourceCursor, XidEvent
-from store.writer import StoreWriter
+from store.records import SourceCursor, XidEvent
+from store.writer import Item, StoreWriter
 
 
 def event(
@@ -39,18 +46,37 @@ def event(
 
 
 async def write_all(
-    path: Path, items: list[XidEvent | Checkpoint], *, flood: FloodPolicy | None = None
+    path: Path,
+    items: Sequence[Item],
+    *,
+    flood: FloodPolicy | None = None,
+    batch_max: int = 1000,
 ) -> StoreWriter:
     """Open a writer, put everything, close it; returns the writer for its stats."""
-    import asyncio
-
     prepare_store(path)
-    writer = StoreWriter(path, flood=flood or FloodPolicy(per_minute=0))
+    writer = StoreWriter(path, flood=flood or FloodPolicy(per_minute=0), batch_max=batch_max)
     await writer.open()
-    task = asyncio.create_task(writer.run())
-    for item in items:
-        writer.put(item)
-    await writer.close()
-    await task
-    await writer.aclose_connection()
+    try:
+        task = asyncio.create_task(writer.run())
+        for item in items:
+            writer.put(item)
+        await writer.close()
+        await task
+    finally:
+        await writer.aclose_connection()
     return writer
+
+
+@asynccontextmanager
+async def reading(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A read-only connection that is always closed (an open one keeps pytest alive)."""
+    conn = await open_reader(path)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def rows(path: Path, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, args).fetchall()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from store.flood import FloodPolicy
 from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
 from store.retention import RetentionPolicy, RetentionResult, apply_retention
 from store.schema import MIGRATIONS, SCHEMA_VERSION
-from store.writer import Item, StoreWriter
-from tests.store.helpers import event
+from store.writer import StoreWriter
+from tests.store.helpers import event, rows, write_all
 
 T0 = 1_800_000_000_000  # on an hour boundary
 MIN, HOUR = 60_000, 3_600_000
@@ -54,35 +54,16 @@ def states() -> list[GpuStateEvent]:
     ]
 
 
-async def write(path: Path, items: Sequence[Item], *, flood: FloodPolicy | None = None) -> None:
-    prepare_store(path)
-    writer = StoreWriter(path, flood=flood or FloodPolicy(per_minute=0))
-    await writer.open()
-    try:
-        task = asyncio.create_task(writer.run())
-        for item in items:
-            writer.put(item)
-        await writer.close()
-        await task
-    finally:
-        await writer.aclose_connection()
-
-
 async def fill(path: Path) -> None:
     """Telemetry, GPU events and XIDs over eight hours, with a burst across the XID cutoff."""
     xids = [event(n, ts_ms=T0 + n * 20 * MIN) for n in range(24)]
-    await write(path, [SampleBatch(T0, gpus=GPUS), *ticks(), *states(), *xids])
+    await write_all(path, [SampleBatch(T0, gpus=GPUS), *ticks(), *states(), *xids])
     # 79s every minute from 3 h 50 min: one row, then a burst row that ends past the cutoff
     burst = [event(100 + n, xid=79, ts_ms=T0 + 230 * MIN + n * MIN) for n in range(21)]
-    await write(path, burst, flood=FloodPolicy(burst=1, per_minute=0.001))
+    await write_all(path, burst, flood=FloodPolicy(burst=1, per_minute=0.001))
 
 
 Row = tuple[Any, ...]
-
-
-def rows(path: Path, sql: str) -> list[Row]:
-    with closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def pragma(path: Path, name: str) -> int:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, closing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
-from store.db import open_reader, prepare_store
+from store.db import prepare_store
 from store.flood import FloodPolicy
 from store.inventory import latest_samples, list_gpus
 from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
 from store.samples import PROCESS_GAP_MS
-from store.writer import Item, StoreWriter
-from tests.store.helpers import event
+from store.writer import StoreWriter
+from tests.store.helpers import event, reading, rows, write_all
 
 T0 = 1_800_000_000_000  # on an hour boundary
 MIB = 1 << 20
@@ -53,36 +51,6 @@ def tick(
     processes: Sequence[GpuProcess] = (),
 ) -> SampleBatch:
     return SampleBatch(ts_ms, tuple(samples), tuple(processes), tuple(gpus))
-
-
-def rows(path: Path, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-async def write(path: Path, items: Sequence[Item], *, batch_max: int = 1000) -> StoreWriter:
-    """Run a writer over ``items`` and close it; returns it for its stats."""
-    prepare_store(path)
-    writer = StoreWriter(path, flood=FloodPolicy(per_minute=0), batch_max=batch_max)
-    await writer.open()
-    try:
-        task = asyncio.create_task(writer.run())
-        for item in items:
-            writer.put(item)
-        await writer.close()
-        await task
-    finally:
-        await writer.aclose_connection()
-    return writer
-
-
-@asynccontextmanager
-async def reading(path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    conn = await open_reader(path)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -124,7 +92,7 @@ async def test_every_sample_field_round_trips_through_latest_samples(db_path: Pa
     older = GpuSample(GPU0.uuid, T0, temperature_c=20)
     newest = full_sample(T0 + 10_000)
     unsupported = GpuSample(GPU1.uuid, T0 + 10_000)  # every reading NotSupported
-    await write(
+    await write_all(
         db_path,
         [tick(T0, older, gpus=[GPU0, GPU1]), tick(T0 + 10_000, newest, unsupported)],
     )
@@ -142,7 +110,7 @@ async def test_power_is_kept_to_the_milliwatt_and_memory_to_the_mib(db_path: Pat
         memory_used_bytes=40 * MIB + 300 * 1024,
         memory_total_bytes=80 * MIB + 700 * 1024,
     )
-    await write(db_path, [tick(T0, s, gpus=[GPU0])])
+    await write_all(db_path, [tick(T0, s, gpus=[GPU0])])
     stored = rows(
         db_path, "SELECT power_mw, power_limit_mw, mem_used_mib, mem_total_mib FROM samples"
     )
@@ -156,7 +124,7 @@ async def test_power_is_kept_to_the_milliwatt_and_memory_to_the_mib(db_path: Pat
 
 
 async def test_a_gpu_never_sampled_has_no_latest_sample(db_path: Path) -> None:
-    await write(db_path, [tick(T0, gpus=[GPU0])])
+    await write_all(db_path, [tick(T0, gpus=[GPU0])])
     async with reading(db_path) as conn:
         (latest,) = await latest_samples(conn)
     assert latest.gpu.info == GPU0
@@ -165,8 +133,8 @@ async def test_a_gpu_never_sampled_has_no_latest_sample(db_path: Path) -> None:
 
 async def test_inventory_upsert_keeps_first_seen_and_advances_last_seen(db_path: Path) -> None:
     upgraded = GpuInfo(GPU0.uuid, 0, GPU0.name, GPU0.pci_bus_id, driver_version="560.35.03")
-    await write(db_path, [tick(T0, gpus=[GPU0])])
-    await write(
+    await write_all(db_path, [tick(T0, gpus=[GPU0])])
+    await write_all(
         db_path,
         [
             tick(T0 + 10_000, GpuSample(GPU0.uuid, T0 + 10_000), gpus=[upgraded]),
@@ -187,7 +155,7 @@ async def test_duplicate_and_out_of_order_samples_are_skipped_and_counted(
     def at(ts_ms: int, temp: int) -> SampleBatch:
         return tick(ts_ms, GpuSample(GPU0.uuid, ts_ms, temperature_c=temp))
 
-    writer = await write(
+    writer = await write_all(
         db_path,
         [
             tick(T0, gpus=[GPU0]),
@@ -215,7 +183,7 @@ async def test_duplicate_and_out_of_order_samples_are_skipped_and_counted(
 async def test_samples_of_a_gpu_never_announced_are_counted_not_stored(db_path: Path) -> None:
     stranger = GpuSample("GPU-ffffffff-0000-4000-8000-000000000000", T0, temperature_c=40)
     proc = GpuProcess(stranger.uuid, 4242, 1024 * MIB, "python3")
-    writer = await write(
+    writer = await write_all(
         db_path,
         [tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0]), tick(T0, stranger, processes=[proc])],
     )
@@ -233,7 +201,7 @@ async def test_a_process_seen_on_consecutive_ticks_is_one_row_with_its_peak_memo
         used = None if used_mib is None else used_mib * MIB
         return tick(ts_ms, processes=[GpuProcess(GPU0.uuid, 4242, used, name)])
 
-    await write(
+    await write_all(
         db_path,
         [
             tick(T0, gpus=[GPU0]),
@@ -254,7 +222,7 @@ async def test_a_process_back_after_the_gap_is_a_new_row(db_path: Path) -> None:
 
     back_in_time = T0 + PROCESS_GAP_MS  # exactly the gap: still the same process
     reused = back_in_time + PROCESS_GAP_MS + 1  # one ms more: a new process with the same pid
-    await write(db_path, [tick(T0, gpus=[GPU0]), seen(T0), seen(back_in_time), seen(reused)])
+    await write_all(db_path, [tick(T0, gpus=[GPU0]), seen(T0), seen(back_in_time), seen(reused)])
     assert rows(db_path, "SELECT pid, first_ts, last_ts FROM gpu_processes ORDER BY first_ts") == [
         (4242, T0, back_in_time),
         (4242, reused, reused),
@@ -265,8 +233,8 @@ async def test_a_process_seen_across_a_restart_stays_one_row(db_path: Path) -> N
     def seen(ts_ms: int, used_mib: int) -> SampleBatch:
         return tick(ts_ms, processes=[GpuProcess(GPU0.uuid, 7, used_mib * MIB, "serve")])
 
-    await write(db_path, [tick(T0, gpus=[GPU0]), seen(T0, 100), seen(T0 + 10_000, 300)])
-    await write(db_path, [seen(T0 + 20_000, 200)])
+    await write_all(db_path, [tick(T0, gpus=[GPU0]), seen(T0, 100), seen(T0 + 10_000, 300)])
+    await write_all(db_path, [seen(T0 + 20_000, 200)])
     assert rows(db_path, "SELECT first_ts, last_ts, used_mib, max_used_mib FROM gpu_processes") == [
         (T0, T0 + 20_000, 200, 300)
     ]
@@ -274,13 +242,13 @@ async def test_a_process_seen_across_a_restart_stays_one_row(db_path: Path) -> N
 
 async def test_lost_and_recovered_set_and_clear_lost_since_and_are_kept(db_path: Path) -> None:
     lost = GpuStateEvent(GPU0.uuid, T0 + 10_000, "lost", "GPU is lost (fallen off the bus)")
-    await write(db_path, [tick(T0, gpus=[GPU0, GPU1]), lost])
+    await write_all(db_path, [tick(T0, gpus=[GPU0, GPU1]), lost])
     async with reading(db_path) as conn:
         gpus = await list_gpus(conn)
     assert [g.lost_since_ms for g in gpus] == [T0 + 10_000, None]
 
     recovered = GpuStateEvent(GPU0.uuid, T0 + 70_000, "recovered", "answering NVML again")
-    writer = await write(db_path, [recovered])
+    writer = await write_all(db_path, [recovered])
     async with reading(db_path) as conn:
         gpus = await list_gpus(conn)
     assert [g.lost_since_ms for g in gpus] == [None, None]
@@ -296,7 +264,7 @@ async def test_lost_and_recovered_set_and_clear_lost_since_and_are_kept(db_path:
 
 
 async def test_a_state_event_for_an_unknown_gpu_is_not_stored(db_path: Path) -> None:
-    await write(db_path, [GpuStateEvent("GPU-nobody", T0, "lost")])
+    await write_all(db_path, [GpuStateEvent("GPU-nobody", T0, "lost")])
     assert rows(db_path, "SELECT count(*) FROM gpu_events") == [(0,)]
 
 
@@ -332,14 +300,14 @@ def stored_telemetry(path: Path) -> dict[str, list[tuple[object, ...]]]:
 async def test_a_restart_continues_rollups_exactly(tmp_path: Path, announce_again: bool) -> None:
     ticks = telemetry(1200)  # about 2 h 20 min
     once, twice = tmp_path / "once.db", tmp_path / "twice.db"
-    await write(once, ticks, batch_max=40)
+    await write_all(once, ticks, batch_max=40)
 
     half = len(ticks) // 2
-    await write(twice, ticks[:half], batch_max=40)
+    await write_all(twice, ticks[:half], batch_max=40)
     rest = ticks[half - 3 :]  # the restarted sampler repeats three ticks already stored
     if announce_again:
         rest = [tick(rest[0].ts_ms, gpus=[GPU0, GPU1]), *rest]
-    second = await write(twice, rest, batch_max=40)
+    second = await write_all(twice, rest, batch_max=40)
 
     assert second.stats.samples_out_of_order == 3 * 2
     expected = stored_telemetry(once)
@@ -397,7 +365,7 @@ async def test_gpus_known_before_a_failed_commit_stay_known_after_it(
     db_path: Path, restarted: bool
 ) -> None:
     if restarted:
-        await write(db_path, [tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0])])
+        await write_all(db_path, [tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0])])
     prepare_store(db_path)
     writer = StoreWriter(db_path, flood=FloodPolicy(per_minute=0), max_backoff_s=0.02)
     await writer.open()

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
-from store.db import open_reader, prepare_store
+from store.db import prepare_store
 from store.errors import InvalidQueryError
-from store.flood import FloodPolicy
 from store.inventory import latest_samples
 from store.records import Bucket, GpuInfo, GpuSample, SampleBatch
 from store.retention import RetentionPolicy
 from store.series import MAX_BUCKETS, choose_tier, metric_series, plan_window
-from store.writer import StoreWriter
+from tests.store.helpers import reading, write_all
 
 T0 = 1_800_000_000_000  # on an hour boundary
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -61,32 +57,9 @@ def one_minute() -> list[SampleBatch]:
     return ticks
 
 
-async def write(path: Path, items: Sequence[SampleBatch]) -> None:
-    prepare_store(path)
-    writer = StoreWriter(path, flood=FloodPolicy(per_minute=0))
-    await writer.open()
-    try:
-        task = asyncio.create_task(writer.run())
-        for item in items:
-            writer.put(item)
-        await writer.close()
-        await task
-    finally:
-        await writer.aclose_connection()
-
-
-@asynccontextmanager
-async def reading(path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    conn = await open_reader(path)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def store(db_path: Path) -> Path:
-    await write(db_path, one_minute())
+    await write_all(db_path, one_minute())
     return db_path
 
 
