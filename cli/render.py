@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp_server.models import XidEventModel, XidExplanation
 from store.records import StoredXid
 from store.windows import format_ts
 from watcher.catalog import XidCatalog, XidInfo
@@ -13,30 +14,7 @@ __all__ = ["event_json", "explain_json", "explain_text", "xid_table"]
 
 def event_json(e: StoredXid, catalog: XidCatalog) -> dict[str, Any]:
     """The ``xids --json`` object: a stable contract (fields are added, never renamed)."""
-    info = catalog.lookup(e.xid, e.kind)
-    return {
-        "ts": format_ts(e.ts_ms),
-        "last_ts": format_ts(e.last_ts_ms),
-        "kind": e.kind,
-        "xid": e.xid,
-        "count": e.count,
-        "burst": e.burst,
-        "node": e.node,
-        "pci_bus_id": e.pci_bus_id,
-        "gpu_uuid": e.gpu_uuid,
-        "mig_gi": e.mig_gi,
-        "mig_ci": e.mig_ci,
-        "pid": e.pid,
-        "process": e.process,
-        "mnemonic": info.mnemonic,
-        "title": info.title,
-        "immediate_action": e.action,
-        "message": e.message,
-        "source": e.source,
-        "boot_id": e.boot_id,
-        "seq": e.seq,
-        "id": e.id,
-    }
+    return XidEventModel.from_stored(e, catalog).model_dump(mode="json")
 
 
 def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160) -> str:
@@ -67,23 +45,8 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
 
 
 def explain_json(info: XidInfo, catalog: XidCatalog) -> dict[str, Any]:
-    return {
-        "code": info.code,
-        "kind": info.kind,
-        "known": info.known,
-        "mnemonic": info.mnemonic,
-        "title": info.title,
-        "description": info.description,
-        "immediate_action": info.immediate_action,
-        "immediate_action_text": catalog.action_text(info.immediate_action),
-        "investigatory_action": info.investigatory_action,
-        "investigatory_action_text": (
-            catalog.action_text(info.investigatory_action) if info.investigatory_action else None
-        ),
-        "fatal": info.fatal,
-        "causes": [{"code": c, "meaning": catalog.causes.get(c, c)} for c in info.causes],
-        "notes": info.notes,
-    }
+    """``explain --json``: the same object the MCP ``explain_xid`` tool returns."""
+    return XidExplanation.from_info(info, catalog).model_dump(mode="json")
 
 
 def explain_text(info: XidInfo, catalog: XidCatalog) -> str:

@@ -1,0 +1,314 @@
+"""The MCP tools' results: pydantic models, so every tool has an output schema clients can read.
+
+Field names carry their units; times are ISO 8601 UTC strings (``ts``) beside integer
+milliseconds (``ts_ms``) where a client may want to compute with them. The CLI's JSON
+output is built from the same models, so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from store.health import Finding, GpuHealth
+from store.metrics import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
+from store.records import GpuSample, InventoryGpu, Series, StoredXid
+from store.windows import format_ts
+from watcher.catalog import XidCatalog, XidInfo
+
+__all__ = [
+    "BucketModel",
+    "GpuModel",
+    "HealthFindingModel",
+    "HealthModel",
+    "SampleModel",
+    "SeriesModel",
+    "XidEventModel",
+    "XidExplanation",
+    "throttle_names",
+]
+
+_THROTTLE_NAMES = (
+    (SW_POWER_CAP, "sw_power_cap"),
+    (HW_SLOWDOWN, "hw_slowdown"),
+    (SW_THERMAL, "sw_thermal"),
+    (HW_THERMAL, "hw_thermal"),
+    (HW_POWER_BRAKE, "hw_power_brake"),
+)
+
+
+def throttle_names(reasons: int | None) -> list[str]:
+    """NVML's clocks-event bitmask as the names of the throttle reasons that matter."""
+    return [name for bit, name in _THROTTLE_NAMES if reasons and reasons & bit]
+
+
+def _ts(ts_ms: int | None) -> str | None:
+    return None if ts_ms is None else format_ts(ts_ms)
+
+
+class GpuModel(BaseModel):
+    """A GPU as the node knows it: identity, limits, when it was sampled, whether it is lost."""
+
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str = Field(description="NVML form, 00000000:3B:00.0")
+    serial: str | None
+    driver_version: str | None
+    cuda_version: str | None
+    slowdown_temp_c: int | None
+    shutdown_temp_c: int | None
+    power_limit_default_w: float | None
+    power_limit_min_w: float | None
+    power_limit_max_w: float | None
+    memory_total_bytes: int | None
+    ecc_enabled: bool | None
+    mig_enabled: bool | None
+    first_seen: str | None
+    last_seen: str | None
+    lost: bool
+    lost_since: str | None
+
+    @classmethod
+    def from_inventory(cls, gpu: InventoryGpu) -> GpuModel:
+        i = gpu.info
+        return cls(
+            index=i.index,
+            uuid=i.uuid,
+            name=i.name,
+            pci_bus_id=i.pci_bus_id,
+            serial=i.serial,
+            driver_version=i.driver_version,
+            cuda_version=i.cuda_version,
+            slowdown_temp_c=i.slowdown_temp_c,
+            shutdown_temp_c=i.shutdown_temp_c,
+            power_limit_default_w=i.power_limit_default_w,
+            power_limit_min_w=i.power_limit_min_w,
+            power_limit_max_w=i.power_limit_max_w,
+            memory_total_bytes=i.memory_total_bytes,
+            ecc_enabled=i.ecc_enabled,
+            mig_enabled=i.mig_enabled,
+            first_seen=_ts(gpu.first_seen_ms),
+            last_seen=_ts(gpu.last_seen_ms),
+            lost=gpu.lost_since_ms is not None,
+            lost_since=_ts(gpu.lost_since_ms),
+        )
+
+
+class SampleModel(BaseModel):
+    """One GPU's readings at one time; null where the GPU does not report a reading."""
+
+    ts: str
+    ts_ms: int
+    temperature_c: int | None
+    power_w: float | None
+    power_limit_w: float | None
+    sm_clock_mhz: int | None
+    memory_clock_mhz: int | None
+    gpu_util_pct: int | None
+    memory_util_pct: int | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    ecc_corrected_volatile: int | None
+    ecc_uncorrected_volatile: int | None
+    ecc_corrected_aggregate: int | None
+    ecc_uncorrected_aggregate: int | None
+    remapped_rows_corrected: int | None
+    remapped_rows_uncorrected: int | None
+    remap_pending: bool | None
+    remap_failure: bool | None
+    clocks_event_reasons: int | None = Field(description="NVML throttle bitmask")
+    throttle_reasons: list[str] = Field(description="the bitmask's reasons by name")
+    pcie_replays: int | None
+    nvlink_active: int | None
+    nvlink_errors: int | None
+    process_count: int | None
+
+    @classmethod
+    def from_sample(cls, s: GpuSample) -> SampleModel:
+        values = {f: getattr(s, f) for f in GpuSample.__dataclass_fields__ if f != "uuid"}
+        return cls(
+            ts=format_ts(s.ts_ms),
+            throttle_reasons=throttle_names(s.clocks_event_reasons),
+            **values,
+        )
+
+
+class BucketModel(BaseModel):
+    ts: str
+    ts_ms: int
+    min: float | None
+    avg: float | None
+    max: float | None
+    count: int = Field(description="samples in the bucket; 0 means no data")
+
+
+class SeriesModel(BaseModel):
+    """A metric for one GPU over a window, from one storage tier."""
+
+    gpu: int
+    uuid: str
+    pci_bus_id: str
+    metric: str
+    unit: str
+    tier: Literal["raw", "1m", "1h"] | str
+    step_ms: int = Field(description="bucket width actually used (a whole number of tier steps)")
+    since: str
+    until: str
+    buckets: list[BucketModel]
+
+    @classmethod
+    def from_series(cls, s: Series) -> SeriesModel:
+        return cls(
+            gpu=s.index,
+            uuid=s.uuid,
+            pci_bus_id=s.pci_bus_id,
+            metric=s.metric,
+            unit=s.unit,
+            tier=s.tier,
+            step_ms=s.step_ms,
+            since=format_ts(s.since_ms),
+            until=format_ts(s.until_ms),
+            buckets=[
+                BucketModel(
+                    ts=format_ts(b.ts_ms),
+                    ts_ms=b.ts_ms,
+                    min=b.min,
+                    avg=b.avg,
+                    max=b.max,
+                    count=b.count,
+                )
+                for b in s.buckets
+            ],
+        )
+
+
+class HealthFindingModel(BaseModel):
+    severity: str
+    code: str
+    message: str
+
+    @classmethod
+    def from_finding(cls, f: Finding) -> HealthFindingModel:
+        return cls(severity=f.severity, code=f.code, message=f.message)
+
+
+class HealthModel(BaseModel):
+    """A GPU's status (the worst of its findings) with the findings and latest readings."""
+
+    gpu: int
+    uuid: str
+    pci_bus_id: str
+    name: str
+    status: str
+    findings: list[HealthFindingModel]
+    sample: SampleModel | None
+
+    @classmethod
+    def from_health(cls, h: GpuHealth) -> HealthModel:
+        i = h.gpu.info
+        return cls(
+            gpu=i.index,
+            uuid=i.uuid,
+            pci_bus_id=i.pci_bus_id,
+            name=i.name,
+            status=h.status,
+            findings=[HealthFindingModel.from_finding(f) for f in h.findings],
+            sample=SampleModel.from_sample(h.sample) if h.sample else None,
+        )
+
+
+class XidEventModel(BaseModel):
+    """A stored XID/SXid. The CLI's ``xids --json`` contract: fields are added, never renamed."""
+
+    ts: str = Field(description="when the kernel logged it (a burst: the first event)")
+    last_ts: str
+    kind: str
+    xid: int
+    count: int = Field(description="events this row stands for (a flood burst: more than 1)")
+    burst: bool
+    node: str
+    pci_bus_id: str | None
+    gpu_uuid: str | None
+    mig_gi: int | None
+    mig_ci: int | None
+    pid: int | None
+    process: str | None
+    mnemonic: str | None
+    title: str
+    immediate_action: str
+    message: str
+    source: str
+    boot_id: str | None
+    seq: int | None
+    id: int
+
+    @classmethod
+    def from_stored(cls, e: StoredXid, catalog: XidCatalog) -> XidEventModel:
+        info = catalog.lookup(e.xid, e.kind)
+        return cls(
+            ts=format_ts(e.ts_ms),
+            last_ts=format_ts(e.last_ts_ms),
+            kind=e.kind,
+            xid=e.xid,
+            count=e.count,
+            burst=e.burst,
+            node=e.node,
+            pci_bus_id=e.pci_bus_id,
+            gpu_uuid=e.gpu_uuid,
+            mig_gi=e.mig_gi,
+            mig_ci=e.mig_ci,
+            pid=e.pid,
+            process=e.process,
+            mnemonic=info.mnemonic,
+            title=info.title,
+            immediate_action=e.action,
+            message=e.message,
+            source=e.source,
+            boot_id=e.boot_id,
+            seq=e.seq,
+            id=e.id,
+        )
+
+
+class CauseModel(BaseModel):
+    code: str
+    meaning: str
+
+
+class XidExplanation(BaseModel):
+    """A catalog entry: what the XID means, likely causes, what to do now and to investigate."""
+
+    code: int
+    kind: str
+    known: bool
+    mnemonic: str | None
+    title: str
+    description: str
+    immediate_action: str
+    immediate_action_text: str
+    investigatory_action: str | None
+    investigatory_action_text: str | None
+    fatal: bool | None
+    causes: list[CauseModel]
+    notes: str | None
+
+    @classmethod
+    def from_info(cls, info: XidInfo, catalog: XidCatalog) -> XidExplanation:
+        investigate = info.investigatory_action
+        return cls(
+            code=info.code,
+            kind=info.kind,
+            known=info.known,
+            mnemonic=info.mnemonic,
+            title=info.title,
+            description=info.description,
+            immediate_action=info.immediate_action,
+            immediate_action_text=catalog.action_text(info.immediate_action),
+            investigatory_action=investigate,
+            investigatory_action_text=catalog.action_text(investigate) if investigate else None,
+            fatal=info.fatal,
+            causes=[CauseModel(code=c, meaning=catalog.causes.get(c, c)) for c in info.causes],
+            notes=info.notes,
+        )

@@ -1,0 +1,35 @@
+"""The node's MCP server, assembled once from the tool, resource and prompt modules."""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver import MCPServer
+
+from mcp_server.catalog_resources import register_catalog_resources
+from mcp_server.deps import ToolDeps
+from mcp_server.prompts import register_prompts
+from mcp_server.tools_gpu import register_gpu_tools
+from mcp_server.tools_history import register_history_tools
+from mcp_server.tools_xid import register_xid_tools
+
+__all__ = ["build_server"]
+
+INSTRUCTIONS = """\
+xidwatch answers questions about this node's NVIDIA GPUs from its own records: XID errors
+from the kernel log (exactly once, with NVIDIA's catalog action) and NVML telemetry kept for
+months (raw 48 h, 1-minute rollups 30 days, 1-hour rollups 400 days). Everything is
+read-only. Start with get_gpu_health or list_xid_events; use correlate_xid with an event id
+to see what the GPU was doing around an XID; explain_xid for what a code means. GPUs can be
+named by index, UUID or PCI bus id; windows as durations back from now (24h, 7d) or ISO
+8601 times.
+"""
+
+
+def build_server(deps: ToolDeps) -> MCPServer:
+    """An MCPServer with every xidwatch tool, the catalog resources and the prompts."""
+    server = MCPServer("xidwatch", instructions=INSTRUCTIONS, version="0.2.0", log_level="WARNING")
+    register_gpu_tools(server, deps)
+    register_history_tools(server, deps)
+    register_xid_tools(server, deps)
+    register_catalog_resources(server, deps)
+    register_prompts(server)
+    return server
