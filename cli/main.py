@@ -13,9 +13,10 @@ from typing import Annotated
 import typer
 
 from cli import demo as demo_cmd
-from cli import telemetry
+from cli import serving, telemetry
 from cli.options import DEFAULT_DB, DbOption
 from cli.render import event_json, explain_json, explain_text, xid_table
+from mcp_server.http import HttpService
 from store.db import open_reader
 from store.errors import InvalidQueryError, XidwatchError
 from store.flood import FloodPolicy
@@ -110,6 +111,25 @@ def run(
     ] = "48h",
     retention_1m: Annotated[str, typer.Option(help="Keep 1-minute rollups this long.")] = "30d",
     retention_1h: Annotated[str, typer.Option(help="Keep 1-hour rollups this long.")] = "400d",
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="XIDWATCH_LISTEN",
+            help="HOST:PORT for /mcp, /metrics, /healthz and /readyz (port 0: any free port).",
+        ),
+    ] = "127.0.0.1:9400",
+    http: Annotated[bool, typer.Option("--http/--no-http", help="Serve the HTTP port.")] = True,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(envvar="XIDWATCH_AUTH_TOKEN_FILE", help="Require this bearer token on /mcp."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="XIDWATCH_ALLOWED_HOSTS",
+            help="Extra Host header names MCP accepts (Service name, pod IP); repeatable.",
+        ),
+    ] = None,
     flood_burst: Annotated[
         int, typer.Option(min=1, help="Individual rows per GPU and code before folding.")
     ] = 20,
@@ -144,15 +164,28 @@ def run(
     )
     if node:
         config = replace(config, node=node)
-    asyncio.run(_run_daemon(Daemon(config)))
+    daemon = Daemon(config)
+    services = (
+        [
+            serving.http_service(
+                daemon,
+                listen or "",
+                token_file=auth_token_file,
+                extra_hosts=list(allowed_host or ()),
+            )
+        ]
+        if http and listen
+        else []
+    )
+    asyncio.run(_run_daemon(daemon, services))
 
 
-async def _run_daemon(daemon: Daemon) -> None:
+async def _run_daemon(daemon: Daemon, services: list[HttpService]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await daemon.run(stop)
+    await daemon.run(stop, services=services)
 
 
 @app.command()
@@ -267,6 +300,7 @@ def explain(
 app.command(name="demo")(demo_cmd.demo)
 app.command(name="trend")(telemetry.trend)
 app.command(name="health")(telemetry.health)
+app.command(name="mcp")(serving.mcp)
 
 
 def main() -> None:

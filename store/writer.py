@@ -125,6 +125,7 @@ class StoreWriter:
     ) -> None:
         self.path = path
         self.stats = WriterStats()
+        self.failing: str | None = None  # the last commit error while retrying, else None
         self._flood = FloodState(flood or FloodPolicy())
         self._batch_max = batch_max
         self._flush_interval_s = flush_interval_s
@@ -239,6 +240,7 @@ class StoreWriter:
                     await self._apply(plan)
             except sqlite3.OperationalError as e:
                 await self._rollback()
+                self.failing = str(e)
                 self._telemetry.rolled_back()
                 shed = sum(len(b.samples) for b in plan.samples)
                 self.stats.samples_shed += shed
@@ -259,6 +261,7 @@ class StoreWriter:
                 backoff_s = min(backoff_s * 2, self._max_backoff_s)
                 continue
             break
+        self.failing = None
         self._telemetry.commit_succeeded(plan.samples)
         t = plan.telemetry
         self.stats.samples_stored += t.samples_stored

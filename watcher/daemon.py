@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from store.db import prepare_store
+from store.records import GpuSample
 from store.retention import apply_retention
 from store.writer import StoreWriter
 from watcher.catalog import XidCatalog, default_catalog
@@ -27,13 +28,24 @@ from watcher.logfile import FileSource
 from watcher.nvml import NvmlUnavailableError
 from watcher.nvml_events import NvmlXidSource
 from watcher.pipeline import XidPipeline
-from watcher.records import LogSource
+from watcher.records import LogSource, Service
 from watcher.sampler import NvmlSampler
 
 if TYPE_CHECKING:
     from watcher.simulation import Simulation
 
 __all__ = ["Daemon", "HostFacts"]
+
+
+def _task_problem(task: asyncio.Task[Any]) -> str | None:
+    """None while a part's task runs; else how it ended."""
+    if not task.done():
+        return None
+    if task.cancelled():
+        return "stopped"
+    error = task.exception()
+    return f"failed: {error}" if error is not None else "finished"
+
 
 log = structlog.get_logger("watcher.daemon")
 
@@ -72,10 +84,33 @@ class Daemon:
         self.sampler: NvmlSampler | None = None
         self.nvml_events: NvmlXidSource | None = None
         self.simulation: Simulation | None = None
+        self.services: list[Service] = []
         self.ready = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set or a part fails; then shut down cleanly."""
+    async def live_readings(self) -> Mapping[str, GpuSample]:
+        """The sampler's newest reading per GPU UUID (empty without NVML)."""
+        return dict(self.sampler.latest) if self.sampler is not None else {}
+
+    def readiness(self) -> dict[str, str | None]:
+        """Each running part and what is wrong with it (None: fine), for ``/readyz``."""
+        parts = {name: _task_problem(task) for name, task in self._tasks.items()}
+        if self.writer.failing is not None:
+            parts["writer"] = f"store not writable, retrying: {self.writer.failing}"
+        sampler = self.sampler
+        if sampler is not None and sampler.stats.last_sample_ms:
+            age_s = (self.host.now_ms() - sampler.stats.last_sample_ms) / 1000
+            if age_s > 3 * sampler.interval_s + 5:
+                parts[sampler.name] = f"no sample for {age_s:.0f} s"
+        return parts
+
+    async def run(self, stop: asyncio.Event, *, services: Sequence[Service] = ()) -> None:
+        """Run until ``stop`` is set or a part fails; then shut down cleanly.
+
+        ``services`` are parts from layers above the watcher (the HTTP port serving MCP and
+        metrics): started with the rest and stopped before the store closes.
+        """
+        self.services = list(services)
         if self.config.simulate is not None:
             from watcher.simulation import Simulation  # only a simulating daemon loads it
 
@@ -104,7 +139,7 @@ class Daemon:
         # Parts that finish soon after stop() (awaited at shutdown), then background loops.
         stoppable = [
             self._task(part.run(), part.name)
-            for part in (self.sampler, self.nvml_events)
+            for part in (self.sampler, self.nvml_events, *self.services)
             if part is not None
         ]
         background = [
@@ -113,6 +148,7 @@ class Daemon:
         ]
         if self.simulation is not None and self.simulation.runner is not None:
             background.append(self._task(self.simulation.runner.run(), "scenario"))
+        self._tasks = {t.get_name(): t for t in (*critical, *stoppable)}
         stopper = asyncio.create_task(stop.wait(), name="stop")
         log.info(
             "daemon_started",
@@ -214,7 +250,7 @@ class Daemon:
             task.cancel()
         for source in self.sources:
             source.stop()
-        for part in (self.sampler, self.nvml_events):
+        for part in (self.sampler, self.nvml_events, *self.services):
             if part is not None:
                 part.stop()
         parts = [*source_tasks, *stoppable]

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from store.records import SourceCursor
 
-__all__ = ["KERNEL_FACILITY", "LogRecord", "LogSource"]
+__all__ = ["KERNEL_FACILITY", "LogRecord", "LogSource", "Service"]
 
 KERNEL_FACILITY = 0
 
@@ -39,6 +39,20 @@ class LogSource(Protocol):
 
     async def run(self, sink: Callable[[LogRecord], None]) -> None:
         """Hand every record to ``sink`` until stopped (or, for a capture, until its end)."""
+        ...
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return soon; safe to call more than once."""
+        ...
+
+
+class Service(Protocol):
+    """A long-running part the daemon starts and stops: the sampler, the HTTP port."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` is called."""
         ...
 
     def stop(self) -> None:
