@@ -301,6 +301,7 @@ app.command(name="demo")(demo_cmd.demo)
 app.command(name="trend")(telemetry.trend)
 app.command(name="health")(telemetry.health)
 app.command(name="mcp")(serving.mcp)
+app.command(name="ack")(telemetry.ack)
 
 
 def main() -> None:

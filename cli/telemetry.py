@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cli.charts import list_metrics_text, render_trend, trend_csv, trend_json
 from cli.options import DEFAULT_DB, DbOption
+from mcp_server.models import HealthModel
+from store.acks import record_ack
 from store.db import open_reader
 from store.errors import InvalidQueryError
-from store.health import GpuHealth, assess_gpu
-from store.inventory import latest_samples
+from store.health import Finding, GpuHealth, node_health
 from store.metrics import get_metric
-from store.queries import MAX_PAGE, XidFilter, list_xids, summarize_xids
+from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import Series, StoredXid
 from store.series import metric_series
 from store.windows import format_ts, parse_instant_ms
 from watcher.clock import now_ms
 
-__all__ = ["health", "health_lines", "trend"]
+__all__ = ["ack", "health", "health_lines", "trend"]
 
 
 def trend(
@@ -111,7 +114,8 @@ def health(
     if as_json:
         now = now_ms()
         results = asyncio.run(_health(db, parse_instant_ms(since, now_ms=now), now))
-        typer.echo(json.dumps([_health_json(h) for h in results], indent=2))
+        models = [HealthModel.from_health(h).model_dump(mode="json") for h in results]
+        typer.echo(json.dumps(models, indent=2))
     else:
         typer.echo(asyncio.run(health_lines(db, since=since)))
 
@@ -128,23 +132,13 @@ async def health_lines(db: Path, *, since: str = "24h") -> str:
 async def _health(db: Path, since_ms: int, now: int) -> list[GpuHealth]:
     conn = await open_reader(db)
     try:
-        latest = await latest_samples(conn)
-        summary = await summarize_xids(conn, XidFilter(since_ms=since_ms))
+        return await node_health(conn, since_ms=since_ms, now_ms=now)
     finally:
         await conn.close()
-    return [
-        assess_gpu(
-            item.gpu,
-            item.sample,
-            [r for r in summary.rows if r.pci_bus_id == item.gpu.info.pci_bus_id],
-            now_ms=now,
-        )
-        for item in latest
-    ]
 
 
 def _health_line(h: GpuHealth) -> str:
-    info, s = h.gpu.info, h.sample
+    s = h.sample
     readings = "no sample"
     if s is not None:
         parts = []
@@ -158,31 +152,36 @@ def _health_line(h: GpuHealth) -> str:
         if s.memory_used_bytes is not None and s.memory_total_bytes:
             parts.append(f"mem {s.memory_used_bytes / s.memory_total_bytes:.0%}")
         readings = " ".join(parts) or "no readings"
-    status = h.status.upper()
-    why = "; ".join(f.message for f in h.findings)
-    line = f"GPU {info.index:<2} {info.pci_bus_id}  {info.name[:22]:<22} {readings:<34} {status}"
+    index = f"{h.gpu.info.index:<2}" if h.gpu else "- "
+    name = h.gpu.info.name[:22] if h.gpu else "(seen only in XID lines)"
+    why = "; ".join(_finding_text(f) for f in h.findings if f.severity != "info")
+    line = f"GPU {index} {h.pci_bus_id}  {name:<22} {readings:<34} {h.status.upper()} ({h.score})"
     return f"{line}: {why}" if why else line
 
 
-def _health_json(h: GpuHealth) -> dict[str, Any]:
-    info, s = h.gpu.info, h.sample
-    return {
-        "gpu": info.index,
-        "uuid": info.uuid,
-        "pci_bus_id": info.pci_bus_id,
-        "name": info.name,
-        "status": h.status,
-        "findings": [
-            {"severity": f.severity, "code": f.code, "message": f.message} for f in h.findings
-        ],
-        "sample_ts": format_ts(s.ts_ms) if s else None,
-        "temperature_c": s.temperature_c if s else None,
-        "power_w": s.power_w if s else None,
-        "power_limit_w": s.power_limit_w if s else None,
-        "gpu_util_pct": s.gpu_util_pct if s else None,
-        "memory_used_bytes": s.memory_used_bytes if s else None,
-        "memory_total_bytes": s.memory_total_bytes if s else None,
-        "clocks_event_reasons": s.clocks_event_reasons if s else None,
-        "slowdown_temp_c": info.slowdown_temp_c,
-        "lost_since": format_ts(h.gpu.lost_since_ms) if h.gpu.lost_since_ms else None,
-    }
+def _finding_text(f: Finding) -> str:
+    return f"{f.message} -> {f.action}" if f.action else f.message
+
+
+def ack(
+    gpu: Annotated[str, typer.Option(help="GPU index, UUID or PCI bus id.")],
+    reason: Annotated[str, typer.Option(help="What was done or decided (ticket, reset, RMA).")],
+    db: DbOption = DEFAULT_DB,
+    who: Annotated[
+        str | None, typer.Option(help="Who acknowledges (default: the login name).")
+    ] = None,
+) -> None:
+    """Acknowledge a GPU's fatal XIDs: health then shows them as cleared, by whom and why."""
+    by = who or _login_name()
+    done = asyncio.run(record_ack(db, gpu, reason=reason, who=by, now_ms=now_ms()))
+    typer.echo(
+        f"acknowledged GPU {done.pci_bus_id} at {format_ts(done.ts_ms)} by {done.who}: "
+        f"{done.reason}"
+    )
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

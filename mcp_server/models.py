@@ -20,7 +20,6 @@ from watcher.catalog import XidCatalog, XidInfo
 __all__ = [
     "BucketModel",
     "GpuModel",
-    "HealthFindingModel",
     "HealthModel",
     "SampleModel",
     "SeriesModel",
@@ -184,37 +183,30 @@ class SeriesModel(BaseModel):
         )
 
 
-class HealthFindingModel(BaseModel):
-    severity: str
-    code: str
-    message: str
-
-    @classmethod
-    def from_finding(cls, f: Finding) -> HealthFindingModel:
-        return cls(severity=f.severity, code=f.code, message=f.message)
-
-
 class HealthModel(BaseModel):
-    """A GPU's status (the worst of its findings) with the findings and latest readings."""
+    """A GPU's status (the worst of its findings), a 0-100 score, the findings and readings.
 
-    gpu: int
-    uuid: str
+    A GPU known only from XID lines (never sampled) has ``gpu`` null.
+    """
+
     pci_bus_id: str
-    name: str
-    status: str
-    findings: list[HealthFindingModel]
+    gpu: GpuModel | None
+    status: str = Field(description="ok, warning or critical")
+    score: int = Field(description="100 healthy; below 50 critical")
+    findings: list[Finding] = Field(
+        description="worst first; severity info/warning/critical, what to do in action, "
+        "the stored XID ids behind it in xid_ids (for correlate_xid)"
+    )
     sample: SampleModel | None
 
     @classmethod
     def from_health(cls, h: GpuHealth) -> HealthModel:
-        i = h.gpu.info
         return cls(
-            gpu=i.index,
-            uuid=i.uuid,
-            pci_bus_id=i.pci_bus_id,
-            name=i.name,
+            pci_bus_id=h.pci_bus_id,
+            gpu=GpuModel.from_inventory(h.gpu) if h.gpu else None,
             status=h.status,
-            findings=[HealthFindingModel.from_finding(f) for f in h.findings],
+            score=h.score,
+            findings=list(h.findings),
             sample=SampleModel.from_sample(h.sample) if h.sample else None,
         )
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field
 
 from mcp_server.annotations import READ_ONLY
 from mcp_server.deps import ToolDeps
-from mcp_server.models import GpuModel, SampleModel
+from mcp_server.models import GpuModel, HealthModel, SampleModel
 from mcp_server.params import GpuOrAll
-from store.inventory import latest_samples
+from store.health import node_health
+from store.inventory import latest_samples, resolve_gpus
 from store.inventory import list_gpus as stored_gpus
+from store.processes import ProcessSpan, processes_at
+from store.windows import format_ts
 
 __all__ = ["register_gpu_tools"]
 
@@ -30,6 +33,17 @@ class SnapshotModel(BaseModel):
     )
     age_s: float | None = Field(description="seconds since the reading was taken")
     sample: SampleModel | None
+
+
+class HealthResult(BaseModel):
+    node: str
+    since: str
+    gpus: list[HealthModel] = Field(description="worst first")
+
+
+class ProcessesResult(BaseModel):
+    at: str | None = Field(description="the time asked for; null means now")
+    processes: list[ProcessSpan]
 
 
 class SnapshotResult(BaseModel):
@@ -76,3 +90,50 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
                 )
             )
         return SnapshotResult(node=deps.node, gpus=out)
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_gpu_health(
+        gpu: GpuOrAll = None,
+        since: Annotated[
+            str, Field(max_length=40, description="how far back XIDs count (24h, 7d)")
+        ] = "24h",
+    ) -> HealthResult:
+        """Per GPU a status (ok, warning, critical), a 0-100 score and the reasons, worst first.
+
+        Thresholds come from each GPU's own slowdown/shutdown temperature and power limit.
+        XIDs count by their catalog action and NVIDIA's workflows (13/31 repeating on one
+        GPU vs spread over several, 45 alone vs after other XIDs, 48 with 63/64, the recovery
+        action a 154 names). A fatal state clears on reboot, GPU reset or an operator's
+        acknowledgement (xidwatch ack), and the finding says which.
+        """
+        since_ms = deps.instant(since, name="since")
+        async with deps.reader() as conn:
+            results = await node_health(conn, since_ms=since_ms, now_ms=deps.now_ms())
+            if gpu is not None:
+                wanted = {g.info.pci_bus_id for _, g in await resolve_gpus(conn, [gpu])}
+                results = [h for h in results if h.pci_bus_id in wanted]
+        ranked = sorted(results, key=lambda h: (h.score, h.pci_bus_id))
+        return HealthResult(
+            node=deps.node,
+            since=format_ts(since_ms),
+            gpus=[HealthModel.from_health(h) for h in ranked],
+        )
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_gpu_processes(
+        gpu: GpuOrAll = None,
+        at: Annotated[
+            str | None,
+            Field(max_length=40, description="a past time (ISO 8601 or 2h back); omit for now"),
+        ] = None,
+    ) -> ProcessesResult:
+        """Compute processes on a GPU (or every GPU) now or at a past time: pid, name, memory,
+        and when each was first and last seen by the sampler.
+        """
+        at_ms = deps.instant(at, name="at") if at else None
+        async with deps.reader() as conn:
+            selected = await resolve_gpus(conn, [gpu] if gpu else [])
+            spans = [
+                span for _, g in selected for span in await processes_at(conn, g.info.uuid, at_ms)
+            ]
+        return ProcessesResult(at=format_ts(at_ms) if at_ms else None, processes=spans)

@@ -10,12 +10,87 @@ from pydantic import BaseModel, Field
 
 from mcp_server.annotations import READ_ONLY
 from mcp_server.deps import ToolDeps
-from mcp_server.models import XidEventModel, XidExplanation
+from mcp_server.models import GpuModel, XidEventModel, XidExplanation
 from mcp_server.params import Since, Until
+from store.causes import MetricAround
+from store.correlation import correlate_xid as correlate
 from store.pci import normalize_pci
+from store.processes import ProcessSpan
 from store.queries import MAX_PAGE, XidFilter, list_xids
+from store.records import GpuStateEvent, XidSummaryRow
+from store.windows import format_ts
+from store.xid_summary import (
+    ActionTotal,
+    CodeTotal,
+    GpuTotal,
+    PairChange,
+    XidWindowSummary,
+    summarize_with_changes,
+)
 
 __all__ = ["register_xid_tools"]
+
+
+class NearbyXidModel(BaseModel):
+    event: XidEventModel
+    offset_s: float = Field(description="seconds from the correlated XID (negative: before)")
+    same_gpu: bool
+
+
+class CorrelationResult(BaseModel):
+    """An XID in context: what its GPU was doing before and after, what else happened."""
+
+    event: XidEventModel
+    gpu: GpuModel | None
+    since: str
+    until: str
+    likely_cause: str = Field(
+        description="thermal, gpu_memory, gpu_hardware, application, bus_or_link, power, "
+        "follows_other_xid or unknown"
+    )
+    confidence: str
+    evidence: list[str] = Field(description="sentences with the numbers behind the cause")
+    metrics: list[MetricAround] = Field(description="per metric: stats before and after")
+    nearby_xids: list[NearbyXidModel]
+    nearby_truncated: bool
+    processes: list[ProcessSpan] = Field(description="processes on that GPU at the time")
+    gpu_events: list[GpuStateEvent]
+
+
+class XidSummaryResult(BaseModel):
+    """Exact counts over the window, and the change from the window of equal length before."""
+
+    since: str
+    until: str
+    previous_since: str
+    total: int
+    previous_total: int
+    rows: list[XidSummaryRow] = Field(description="per (kind, code, GPU, action), most first")
+    by_code: list[CodeTotal]
+    by_gpu: list[GpuTotal]
+    by_action: list[ActionTotal]
+    new_codes: list[CodeTotal] = Field(description="codes not seen in the previous window")
+    new_gpus: list[GpuTotal] = Field(description="GPUs with XIDs now and none before")
+    new_pairs: list[PairChange]
+    grown: list[PairChange] = Field(description="(code, GPU) pairs whose count went up")
+
+    @classmethod
+    def from_summary(cls, w: XidWindowSummary) -> XidSummaryResult:
+        return cls(
+            since=format_ts(w.since_ms),
+            until=format_ts(w.until_ms),
+            previous_since=format_ts(w.previous_since_ms),
+            total=w.total,
+            previous_total=w.previous_total,
+            rows=list(w.rows),
+            by_code=list(w.by_code),
+            by_gpu=list(w.by_gpu),
+            by_action=list(w.by_action),
+            new_codes=list(w.new_codes),
+            new_gpus=list(w.new_gpus),
+            new_pairs=list(w.new_pairs),
+            grown=list(w.grown),
+        )
 
 
 class XidPageResult(BaseModel):
@@ -69,6 +144,79 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
             page = await list_xids(conn, filters, limit=limit, cursor=cursor)
         events = [XidEventModel.from_stored(e, deps.catalog) for e in page.events]
         return XidPageResult(events=events, next_cursor=page.next_cursor, total_in_page=len(events))
+
+    @server.tool(annotations=READ_ONLY)
+    async def summarize_xid_events(
+        since: Since = "24h",
+        until: Until = None,
+        gpus: Annotated[
+            list[Annotated[str, Field(max_length=40)]],
+            Field(max_length=16, description="PCI bus ids; empty for all GPUs"),
+        ] = [],  # noqa: B006
+    ) -> XidSummaryResult:
+        """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
+        and what is new compared with the window of the same length just before it (new
+        codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
+        """
+        try:
+            pcis = [normalize_pci(g) for g in gpus]
+        except ValueError as e:
+            raise ToolError(f"gpus: {e}; use a PCI bus id like 0000:3b:00.0") from e
+        since_ms = deps.instant(since, name="since")
+        until_ms = deps.instant(until, name="until") if until else deps.now_ms()
+        async with deps.reader() as conn:
+            summary = await summarize_with_changes(
+                conn, since_ms=since_ms, until_ms=until_ms, pci_bus_ids=pcis
+            )
+        return XidSummaryResult.from_summary(summary)
+
+    @server.tool(annotations=READ_ONLY)
+    async def correlate_xid(
+        event_id: Annotated[int, Field(ge=1, description="the id from list_xid_events")],
+        before: Annotated[
+            str, Field(max_length=10, description="how far back to look (e.g. 15m, 2h)")
+        ] = "15m",
+        after: Annotated[str, Field(max_length=10, description="how far after (e.g. 5m)")] = "5m",
+    ) -> CorrelationResult:
+        """One stored XID in context: the GPU's temperature, power, clocks, utilization,
+        memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
+        it (on this GPU and others), the processes on that GPU then, and a likely cause with
+        the evidence for it (NVIDIA's workflows: 13/31 spread vs repeating, 45 following
+        others, 48 with 63/64, thermal or power before a 79).
+        """
+        before_ms = deps.duration(before, name="before", most="24h")
+        after_ms = deps.duration(after, name="after", most="24h")
+        async with deps.reader() as conn:
+            c = await correlate(
+                conn,
+                event_id,
+                before_ms=before_ms,
+                after_ms=after_ms,
+                now_ms=deps.now_ms(),
+                retention=deps.retention,
+            )
+        catalog = deps.catalog
+        return CorrelationResult(
+            event=XidEventModel.from_stored(c.event, catalog),
+            gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
+            since=format_ts(c.since_ms),
+            until=format_ts(c.until_ms),
+            likely_cause=c.likely_cause,
+            confidence=c.confidence,
+            evidence=list(c.evidence),
+            metrics=list(c.metrics),
+            nearby_xids=[
+                NearbyXidModel(
+                    event=XidEventModel.from_stored(n.event, catalog),
+                    offset_s=n.offset_s,
+                    same_gpu=n.same_gpu,
+                )
+                for n in c.nearby_xids
+            ],
+            nearby_truncated=c.nearby_truncated,
+            processes=list(c.processes),
+            gpu_events=list(c.gpu_events),
+        )
 
     @server.tool(annotations=READ_ONLY)
     async def explain_xid(

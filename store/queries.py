@@ -19,7 +19,15 @@ from store.errors import InvalidQueryError
 from store.flood import MAX_BURST_SPAN_MS
 from store.records import EventKind, StoredXid, XidPage, XidSummary, XidSummaryRow
 
-__all__ = ["MAX_PAGE", "XidFilter", "decode_cursor", "encode_cursor", "list_xids", "summarize_xids"]
+__all__ = [
+    "MAX_PAGE",
+    "XidFilter",
+    "decode_cursor",
+    "encode_cursor",
+    "get_xid",
+    "list_xids",
+    "summarize_xids",
+]
 
 MAX_PAGE = 1000
 
@@ -125,6 +133,14 @@ async def summarize_xids(conn: aiosqlite.Connection, filters: XidFilter) -> XidS
             ]
         )
     return XidSummary(filters.since_ms, filters.until_ms, sum(r.count for r in rows), rows)
+
+
+async def get_xid(conn: aiosqlite.Connection, xid_id: int) -> StoredXid | None:
+    """The stored event with this ``id`` (as listings show it), or None."""
+    conn.row_factory = sqlite3.Row
+    async with conn.execute(f"SELECT {_COLUMNS} FROM xid_events WHERE id = ?", (xid_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else _stored(row)
 
 
 def _stored(row: sqlite3.Row) -> StoredXid:

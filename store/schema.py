@@ -148,6 +148,18 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: GPU inventory, raw samples, 1 m and 1 h rollups, processes seen, GPU lost/recovered.
     _v2(),
+    # 3: operator acknowledgements: "I have dealt with this GPU's errors up to now".
+    """
+    CREATE TABLE acks (
+        id          INTEGER PRIMARY KEY,
+        ts_ms       INTEGER NOT NULL,
+        gpu_uuid    TEXT,
+        pci_bus_id  TEXT NOT NULL,
+        who         TEXT NOT NULL,
+        reason      TEXT NOT NULL
+    );
+    CREATE INDEX acks_by_gpu ON acks (pci_bus_id, ts_ms);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -80,11 +80,11 @@ def test_trend_csv_and_one_gpu_by_pci_id(sampled: Path) -> None:
 @pytest.mark.slow
 def test_health_names_what_is_wrong_with_the_degraded_gpu(sampled: Path) -> None:
     gpus = json.loads(xidwatch("health", "--db", str(sampled), "--json").stdout)
-    statuses = {g["gpu"]: g["status"] for g in gpus}
+    statuses = {g["gpu"]["index"]: g["status"] for g in gpus}
     bad = [g for g in gpus if g["status"] == "critical"]
     assert len(bad) == 1, statuses
     codes = {f["code"] for f in bad[0]["findings"]}
-    assert {"xid_48", "remap_failure"} <= codes
+    assert {"xid_48_with_remap", "remap_failure", "ecc_uncorrected"} <= codes
     text = xidwatch("health", "--db", str(sampled)).stdout
     assert text.count("\n") == 4 and "CRITICAL" in text
 

@@ -1,0 +1,200 @@
+"""Every tool through a real MCP client, in process: answers, output schemas and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from store.records import GpuSample
+from tests.mcp_server.helpers import served
+
+TOOLS = {
+    "list_gpus",
+    "get_gpu_snapshot",
+    "get_gpu_health",
+    "get_metric_history",
+    "get_metric_trend",
+    "list_xid_events",
+    "summarize_xid_events",
+    "explain_xid",
+    "correlate_xid",
+    "get_gpu_processes",
+}
+
+
+async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
+    result = await client.call_tool(name, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def error(client: Client, name: str, **args: Any) -> str:
+    result = await client.call_tool(name, args)
+    assert result.is_error, result.structured_content
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "Traceback" not in text
+    return text
+
+
+async def test_every_tool_is_listed_read_only_with_a_description_and_output_schema(
+    runaway_db: Path,
+) -> None:
+    async with served(runaway_db) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == TOOLS
+        for tool in tools.values():
+            assert tool.description and len(tool.description) > 40, tool.name
+            assert tool.output_schema is not None, tool.name
+            assert tool.annotations is not None and tool.annotations.read_only_hint, tool.name
+            assert tool.annotations.destructive_hint is False
+
+
+async def test_list_gpus_gives_identity_limits_and_lost_state(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        out = await call(client, "list_gpus")
+        assert out["node"] == "sim-node"
+        gpus = out["gpus"]
+        assert [g["index"] for g in gpus] == [0, 1, 2, 3]
+        assert all(g["slowdown_temp_c"] == 89 and g["power_limit_max_w"] == 700 for g in gpus)
+        assert [g["lost"] for g in gpus] == [False, False, True, False]
+        assert gpus[2]["lost_since"].endswith("Z")
+
+
+async def test_snapshot_from_the_store_says_so_and_how_old(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        out = await call(client, "get_gpu_snapshot")
+        assert len(out["gpus"]) == 4
+        hot = out["gpus"][2]
+        assert hot["source"] == "stored" and hot["age_s"] >= 0
+        assert hot["sample"]["temperature_c"] >= 89
+        assert "hw_slowdown" in hot["sample"]["throttle_reasons"]
+
+
+async def test_snapshot_prefers_live_readings_when_the_server_has_them(runaway_db: Path) -> None:
+    async def live() -> dict[str, GpuSample]:
+        async with served(runaway_db) as c:
+            gpus = (await call(c, "list_gpus"))["gpus"]
+        return {gpus[0]["uuid"]: GpuSample(gpus[0]["uuid"], 1, temperature_c=42)}
+
+    async with served(runaway_db, live=live, now_ms=lambda: 1001) as c:
+        out = await call(c, "get_gpu_snapshot", gpu="0")
+    (snap,) = out["gpus"]
+    assert (snap["source"], snap["age_s"], snap["sample"]["temperature_c"]) == ("live", 1.0, 42)
+
+
+async def test_metric_history_buckets_several_metrics_for_one_gpu(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        out = await call(
+            client,
+            "get_metric_history",
+            gpu="2",
+            metrics=["temperature", "throttle_thermal"],
+            since="1h",
+            buckets=10,
+        )
+        temp, throttle = out["series"]
+        assert (temp["metric"], temp["unit"], throttle["metric"]) == (
+            "temperature",
+            "°C",
+            "throttle_thermal",
+        )
+        filled = [b for b in temp["buckets"] if b["count"]]
+        assert filled and max(b["max"] for b in filled) >= 89
+        assert all(b["min"] <= b["avg"] <= b["max"] for b in filled)
+
+
+async def test_trend_projects_the_time_to_the_gpus_own_slowdown(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        out = await call(
+            client,
+            "get_metric_trend",
+            metric="temperature",
+            since="1h",
+            threshold_from="slowdown_temp",
+        )
+        trends = {t["gpu"]: t for t in out["trends"]}
+        assert trends[0]["threshold"] == 89 and trends[0]["threshold_source"].startswith("slowdown")
+        assert {"slope_per_hour", "change", "r_squared", "confidence", "reason"} <= set(trends[0])
+
+
+async def test_list_xid_events_filters_and_pages_with_a_cursor(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        first = await call(client, "list_xid_events", since="1d", limit=2)
+        assert [e["xid"] for e in first["events"]] == [45, 79]
+        assert first["next_cursor"]
+        rest = await call(
+            client, "list_xid_events", since="1d", limit=2, cursor=first["next_cursor"]
+        )
+        assert [e["xid"] for e in rest["events"]] == [62] and rest["next_cursor"] is None
+        fatal = await call(client, "list_xid_events", since="1d", actions=["restart_bm"])
+        assert [e["xid"] for e in fatal["events"]] == [79]
+        assert fatal["events"][0]["immediate_action"] == "RESTART_BM"
+        on_gpu = await call(client, "list_xid_events", since="1d", gpus=["0000:86:00"], codes=[62])
+        assert [(e["xid"], e["pci_bus_id"]) for e in on_gpu["events"]] == [(62, "00000000:86:00.0")]
+
+
+async def test_explain_xid_gives_the_catalog_entry_and_unknown_codes_explicitly(
+    runaway_db: Path,
+) -> None:
+    async with served(runaway_db) as client:
+        known = await call(client, "explain_xid", code=48)
+        assert known["known"] and known["mnemonic"] == "ROBUST_CHANNEL_GPU_ECC_DBE"
+        assert known["immediate_action_text"]
+        unknown = await call(client, "explain_xid", code=9999)
+        assert unknown["known"] is False and unknown["immediate_action"] == "UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("get_metric_history", {"gpu": "9", "metrics": ["temperature"]}, "Known GPUs: 0"),
+        ("get_metric_history", {"gpu": "0", "metrics": ["heat"]}, "'temperature'"),
+        ("get_metric_history", {"gpu": "0", "metrics": ["power"] * 9}, "at most 8"),
+        ("get_metric_history", {"gpu": "0", "metrics": ["power"], "since": "900d"}, "at most 800"),
+        ("get_metric_history", {"gpu": "0", "metrics": ["power"], "buckets": 10**9}, "1000"),
+        ("get_metric_history", {"gpu": "x" * 10_000, "metrics": ["power"]}, "at most 100"),
+        (
+            "get_metric_trend",
+            {"metric": "power", "threshold": 1, "threshold_from": "power_limit"},
+            "not both",
+        ),
+        ("list_xid_events", {"since": "yesterday"}, "since: 'yesterday'"),
+        ("list_xid_events", {"cursor": "garbage"}, "bad cursor"),
+        ("list_xid_events", {"limit": 0}, "greater than or equal to 1"),
+        ("list_xid_events", {"limit": 100_000}, "less than or equal to 1000"),
+        ("list_xid_events", {"gpus": ["not-a-pci"]}, "PCI bus id"),
+        ("list_xid_events", {"codes": list(range(100))}, "at most 32"),
+        ("explain_xid", {"code": -1}, "greater than or equal to 0"),
+    ],
+)
+async def test_bad_arguments_get_an_error_that_says_what_is_valid(
+    runaway_db: Path, tool: str, args: dict[str, Any], message: str
+) -> None:
+    async with served(runaway_db) as client:
+        assert message in await error(client, tool, **args)
+
+
+async def test_the_catalog_resources_serve_the_whole_catalog_and_one_entry(
+    runaway_db: Path,
+) -> None:
+    async with served(runaway_db) as client:
+        import json
+
+        whole = await client.read_resource("xid://catalog")
+        entries = json.loads(whole.contents[0].text)["entries"]  # type: ignore[union-attr]
+        assert len(entries) >= 162 and entries[78]["code"] == 79
+        one = await client.read_resource("xid://catalog/79")
+        assert json.loads(one.contents[0].text)["title"] == "GPU has fallen off the bus"  # type: ignore[union-attr]
+
+
+async def test_prompts_name_the_tools_to_call(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        assert prompts == {"triage_xid", "node_health_check", "weekly_trend_review"}
+        triage = await client.get_prompt("triage_xid", {"xid": "79", "gpu": "2"})
+        text = triage.messages[0].content.text  # type: ignore[union-attr]
+        assert "explain_xid" in text and "correlate_xid" in text
