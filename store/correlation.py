@@ -18,7 +18,7 @@ from store.processes import ProcessSpan, processes_at
 from store.queries import MAX_PAGE, XidFilter, get_xid, list_xids
 from store.records import GpuStateEvent, InventoryGpu, Series, StoredXid
 from store.retention import RetentionPolicy
-from store.series import choose_tier, metric_series
+from store.series import TIERS, choose_tier, metric_series
 from store.trend import fit_trend, has_data
 
 __all__ = [
@@ -180,12 +180,18 @@ async def _metrics(
     A 1-minute rollup bucket holding ``t`` also holds what came after it, so the "before"
     side ends at the last whole step before ``t`` (raw samples end exactly at ``t``).
     """
-    tier = choose_tier(since_ms, t, WINDOW_BUCKETS, now_ms=now_ms, retention=retention)
+    # Raw samples while they are kept (windows are at most a day, so this stays bounded):
+    # the seconds before an XID matter, and a rollup's step would blur them.
+    tier = (
+        TIERS[0]
+        if now_ms - retention.raw_ms <= since_ms
+        else choose_tier(since_ms, t, WINDOW_BUCKETS, now_ms=now_ms, retention=retention)
+    )
     cut = t - t % tier.step_ms
     out = []
     for name in CORRELATED_METRICS:
-        before = await _stats(conn, gpu, name, since_ms, cut, now_ms, retention)
-        after = await _stats(conn, gpu, name, cut, until_ms, now_ms, retention)
+        before = await _stats(conn, gpu, name, (since_ms, cut), tier.name, now_ms, retention)
+        after = await _stats(conn, gpu, name, (cut, until_ms), tier.name, now_ms, retention)
         unit = before.unit if before else after.unit if after else ""
         out.append(MetricAround(name, unit, _summary(before), _summary(after)))
     return tuple(out)
@@ -195,11 +201,12 @@ async def _stats(
     conn: aiosqlite.Connection,
     gpu: InventoryGpu,
     metric: str,
-    since_ms: int,
-    until_ms: int,
+    window: tuple[int, int],
+    tier: str,
     now_ms: int,
     retention: RetentionPolicy,
 ) -> Series | None:
+    since_ms, until_ms = window
     if until_ms <= since_ms:
         return None
     (series,) = await metric_series(
@@ -211,6 +218,7 @@ async def _stats(
         now_ms=now_ms,
         gpus=[gpu.info.uuid],
         retention=retention,
+        tier=tier,
     )
     return series
 

@@ -94,6 +94,7 @@ class NvmlDevice:
         self._logged: set[tuple[str, str]] = set()
         self._nvlinks: int | None = None
         self._proc_root = proc_root
+        self._names: dict[int, str] = {}
         self.info: GpuInfo | None = None
 
     @classmethod
@@ -231,6 +232,22 @@ class NvmlDevice:
         )
 
     def _process_name(self, pid: int) -> str | None:
+        """The driver's name for the process (as nvidia-smi shows), else /proc's ``comm``.
+
+        The driver knows host pids even when our container does not share the host's pid
+        namespace; names are cached per pid (a pid's name does not change while it runs).
+        """
+        name = self._names.get(pid)
+        if name is None:
+            raw = self.call("process_name", partial(pynvml.nvmlSystemGetProcessName, pid))
+            name = Path(_text(raw)).name if raw else self._proc_comm(pid)
+            if name:
+                if len(self._names) > 4096:
+                    self._names.clear()
+                self._names[pid] = name
+        return name
+
+    def _proc_comm(self, pid: int) -> str | None:
         try:
             return (self._proc_root / str(pid) / "comm").read_text().strip() or None
         except OSError:

@@ -28,8 +28,9 @@ TOOLS = {
 async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
     result = await client.call_tool(name, args)
     assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
+    out = result.structured_content
+    assert isinstance(out, dict)
+    return out
 
 
 async def error(client: Client, name: str, **args: Any) -> str:
