@@ -174,7 +174,7 @@ class SeriesModel(BaseModel):
                     ts=format_ts(b.ts_ms),
                     ts_ms=b.ts_ms,
                     min=b.min,
-                    avg=b.avg,
+                    avg=None if b.avg is None else round(b.avg, 3),
                     max=b.max,
                     count=b.count,
                 )

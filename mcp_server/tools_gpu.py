@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mcp_server.annotations import READ_ONLY
+from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, HealthModel, SampleModel
 from mcp_server.params import GpuOrAll
@@ -53,7 +54,7 @@ class SnapshotResult(BaseModel):
 
 def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
     @server.tool(annotations=READ_ONLY)
-    async def list_gpus() -> GpuListResult:
+    async def list_gpus() -> Annotated[CallToolResult, GpuListResult]:
         """Every GPU this node has seen: index, UUID, model, PCI id, driver, limits, lost or not.
 
         Limits (slowdown/shutdown temperature, power limits) are the GPU's own, as NVML
@@ -61,10 +62,12 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         """
         async with deps.reader() as conn:
             gpus = await stored_gpus(conn)
-        return GpuListResult(node=deps.node, gpus=[GpuModel.from_inventory(g) for g in gpus])
+        return compact(
+            GpuListResult(node=deps.node, gpus=[GpuModel.from_inventory(g) for g in gpus])
+        )
 
     @server.tool(annotations=READ_ONLY)
-    async def get_gpu_snapshot(gpu: GpuOrAll = None) -> SnapshotResult:
+    async def get_gpu_snapshot(gpu: GpuOrAll = None) -> Annotated[CallToolResult, SnapshotResult]:
         """Current readings for one GPU or all: temperature, power, clocks, utilization, memory,
         ECC, remapped rows, throttle reasons, PCIe replays, NVLink, process count.
 
@@ -89,7 +92,7 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
                     sample=SampleModel.from_sample(sample) if sample else None,
                 )
             )
-        return SnapshotResult(node=deps.node, gpus=out)
+        return compact(SnapshotResult(node=deps.node, gpus=out))
 
     @server.tool(annotations=READ_ONLY)
     async def get_gpu_health(
@@ -97,7 +100,7 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         since: Annotated[
             str, Field(max_length=40, description="how far back XIDs count (24h, 7d)")
         ] = "24h",
-    ) -> HealthResult:
+    ) -> Annotated[CallToolResult, HealthResult]:
         """Per GPU a status (ok, warning, critical), a 0-100 score and the reasons, worst first.
 
         Thresholds come from each GPU's own slowdown/shutdown temperature and power limit.
@@ -113,10 +116,12 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
                 wanted = {g.info.pci_bus_id for _, g in await resolve_gpus(conn, [gpu])}
                 results = [h for h in results if h.pci_bus_id in wanted]
         ranked = sorted(results, key=lambda h: (h.score, h.pci_bus_id))
-        return HealthResult(
-            node=deps.node,
-            since=format_ts(since_ms),
-            gpus=[HealthModel.from_health(h) for h in ranked],
+        return compact(
+            HealthResult(
+                node=deps.node,
+                since=format_ts(since_ms),
+                gpus=[HealthModel.from_health(h) for h in ranked],
+            )
         )
 
     @server.tool(annotations=READ_ONLY)
@@ -126,7 +131,7 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
             str | None,
             Field(max_length=40, description="a past time (ISO 8601 or 2h back); omit for now"),
         ] = None,
-    ) -> ProcessesResult:
+    ) -> Annotated[CallToolResult, ProcessesResult]:
         """Compute processes on a GPU (or every GPU) now or at a past time: pid, name, memory,
         and when each was first and last seen by the sampler.
         """
@@ -136,4 +141,4 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
             spans = [
                 span for _, g in selected for span in await processes_at(conn, g.info.uuid, at_ms)
             ]
-        return ProcessesResult(at=format_ts(at_ms) if at_ms else None, processes=spans)
+        return compact(ProcessesResult(at=format_ts(at_ms) if at_ms else None, processes=spans))

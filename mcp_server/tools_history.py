@@ -6,9 +6,10 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mcp_server.annotations import READ_ONLY
+from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
 from mcp_server.models import SeriesModel
 from mcp_server.params import Gpu, GpuOrAll, MetricName, Since, Until
@@ -59,7 +60,7 @@ def register_history_tools(server: MCPServer, deps: ToolDeps) -> None:
         since: Since = "24h",
         until: Until = None,
         buckets: Annotated[int, Field(ge=1, le=1000, description="buckets per series")] = 120,
-    ) -> HistoryResult:
+    ) -> Annotated[CallToolResult, HistoryResult]:
         """One or more metrics for a GPU over a window, as buckets with min/avg/max.
 
         The coarsest storage tier that still gives the resolution asked for is used (raw
@@ -81,7 +82,7 @@ def register_history_tools(server: MCPServer, deps: ToolDeps) -> None:
                     retention=deps.retention,
                 )
                 out.extend(SeriesModel.from_series(s) for s in series)
-        return HistoryResult(series=out)
+        return compact(HistoryResult(series=out))
 
     @server.tool(annotations=READ_ONLY)
     async def get_metric_trend(
@@ -95,7 +96,7 @@ def register_history_tools(server: MCPServer, deps: ToolDeps) -> None:
             Literal["slowdown_temp", "shutdown_temp", "power_limit"] | None,
             Field(description="take the threshold from the GPU's own limit instead"),
         ] = None,
-    ) -> TrendResult:
+    ) -> Annotated[CallToolResult, TrendResult]:
         """Slope per hour and change over the window, and when the metric would cross a threshold.
 
         The fit is a least-squares line through the bucket averages; ``confidence`` says how
@@ -155,7 +156,7 @@ def register_history_tools(server: MCPServer, deps: ToolDeps) -> None:
                     reason=eta.reason if eta else _no_eta_reason(limit, fit.points),
                 )
             )
-        return TrendResult(trends=trends)
+        return compact(TrendResult(trends=trends))
 
 
 def _no_eta_reason(limit: float | None, points: int) -> str:

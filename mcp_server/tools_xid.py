@@ -6,9 +6,10 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mcp_server.annotations import READ_ONLY
+from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, XidEventModel, XidExplanation
 from mcp_server.params import Since, Until
@@ -121,7 +122,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
         kind: Literal["xid", "sxid"] | None = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100,
         cursor: Annotated[str | None, Field(max_length=200)] = None,
-    ) -> XidPageResult:
+    ) -> Annotated[CallToolResult, XidPageResult]:
         """XID and NVSwitch SXid events stored on this node, newest first, with filters.
 
         A flood of identical XIDs is stored as a burst row whose ``count`` is exact. Each
@@ -143,7 +144,9 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
         async with deps.reader() as conn:
             page = await list_xids(conn, filters, limit=limit, cursor=cursor)
         events = [XidEventModel.from_stored(e, deps.catalog) for e in page.events]
-        return XidPageResult(events=events, next_cursor=page.next_cursor, total_in_page=len(events))
+        return compact(
+            XidPageResult(events=events, next_cursor=page.next_cursor, total_in_page=len(events))
+        )
 
     @server.tool(annotations=READ_ONLY)
     async def summarize_xid_events(
@@ -153,7 +156,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
             list[Annotated[str, Field(max_length=40)]],
             Field(max_length=16, description="PCI bus ids; empty for all GPUs"),
         ] = [],  # noqa: B006
-    ) -> XidSummaryResult:
+    ) -> Annotated[CallToolResult, XidSummaryResult]:
         """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
         and what is new compared with the window of the same length just before it (new
         codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
@@ -168,7 +171,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
             summary = await summarize_with_changes(
                 conn, since_ms=since_ms, until_ms=until_ms, pci_bus_ids=pcis
             )
-        return XidSummaryResult.from_summary(summary)
+        return compact(XidSummaryResult.from_summary(summary))
 
     @server.tool(annotations=READ_ONLY)
     async def correlate_xid(
@@ -177,7 +180,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
             str, Field(max_length=10, description="how far back to look (e.g. 15m, 2h)")
         ] = "15m",
         after: Annotated[str, Field(max_length=10, description="how far after (e.g. 5m)")] = "5m",
-    ) -> CorrelationResult:
+    ) -> Annotated[CallToolResult, CorrelationResult]:
         """One stored XID in context: the GPU's temperature, power, clocks, utilization,
         memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
         it (on this GPU and others), the processes on that GPU then, and a likely cause with
@@ -196,36 +199,38 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
                 retention=deps.retention,
             )
         catalog = deps.catalog
-        return CorrelationResult(
-            event=XidEventModel.from_stored(c.event, catalog),
-            gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
-            since=format_ts(c.since_ms),
-            until=format_ts(c.until_ms),
-            likely_cause=c.likely_cause,
-            confidence=c.confidence,
-            evidence=list(c.evidence),
-            metrics=list(c.metrics),
-            nearby_xids=[
-                NearbyXidModel(
-                    event=XidEventModel.from_stored(n.event, catalog),
-                    offset_s=n.offset_s,
-                    same_gpu=n.same_gpu,
-                )
-                for n in c.nearby_xids
-            ],
-            nearby_truncated=c.nearby_truncated,
-            processes=list(c.processes),
-            gpu_events=list(c.gpu_events),
+        return compact(
+            CorrelationResult(
+                event=XidEventModel.from_stored(c.event, catalog),
+                gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
+                since=format_ts(c.since_ms),
+                until=format_ts(c.until_ms),
+                likely_cause=c.likely_cause,
+                confidence=c.confidence,
+                evidence=list(c.evidence),
+                metrics=list(c.metrics),
+                nearby_xids=[
+                    NearbyXidModel(
+                        event=XidEventModel.from_stored(n.event, catalog),
+                        offset_s=n.offset_s,
+                        same_gpu=n.same_gpu,
+                    )
+                    for n in c.nearby_xids
+                ],
+                nearby_truncated=c.nearby_truncated,
+                processes=list(c.processes),
+                gpu_events=list(c.gpu_events),
+            )
         )
 
     @server.tool(annotations=READ_ONLY)
     async def explain_xid(
         code: Annotated[int, Field(ge=0, le=100_000, description="the XID or SXid number")],
         kind: Literal["xid", "sxid"] = "xid",
-    ) -> XidExplanation:
+    ) -> Annotated[CallToolResult, XidExplanation]:
         """What an XID means: description, likely causes, immediate and investigatory action.
 
         From NVIDIA's XID catalog (codes 1..162); unknown codes get an explicit
         ``known: false`` entry rather than an error.
         """
-        return XidExplanation.from_info(deps.catalog.lookup(code, kind), deps.catalog)
+        return compact(XidExplanation.from_info(deps.catalog.lookup(code, kind), deps.catalog))
