@@ -148,8 +148,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: GPU inventory, raw samples, 1 m and 1 h rollups, processes seen, GPU lost/recovered.
     _v2(),
-    # 3: operator acknowledgements: "I have dealt with this GPU's errors up to now".
+    # 3: operator acknowledgements ("I have dealt with this GPU's errors up to now"), and
+    # XIDs by kind: an SXid listing on a node without NVSwitches otherwise walks the whole
+    # time index (300 ms on a million events; 0.1 ms with it).
     """
+    CREATE INDEX xid_events_by_kind ON xid_events (kind, ts_ms, id);
     CREATE TABLE acks (
         id          INTEGER PRIMARY KEY,
         ts_ms       INTEGER NOT NULL,
