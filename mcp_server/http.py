@@ -97,28 +97,44 @@ def build_http_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return _BearerToken(app, token) if token else app
+    return _McpGuard(app, token)
 
 
-class _BearerToken:
-    """Rejects requests to ``/mcp`` without ``Authorization: Bearer <token>`` (constant time)."""
+class _McpGuard:
+    """In front of ``/mcp``: the bearer token (constant-time compare) and POST only.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    The server is stateless and answers in JSON, so it never pushes: a GET would only open
+    an event stream that stays idle and holds a connection, so it is refused.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/mcp"):
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        if self._expected is not None:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
-                response = JSONResponse(
+                return JSONResponse(
                     {"error": "missing or wrong bearer token for /mcp"},
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["method"] not in ("POST", "DELETE"):
+            return JSONResponse(
+                {"error": "this MCP endpoint is stateless: send requests with POST"},
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+        return None
 
 
 @dataclass

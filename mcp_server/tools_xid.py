@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, XidEventModel, XidExplanation
-from mcp_server.params import Since, Until
+from mcp_server.params import PciIds, Since, Until, pci_ids
 from store.causes import MetricAround
 from store.correlation import correlate_xid as correlate
-from store.pci import normalize_pci
 from store.processes import ProcessSpan
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuStateEvent, XidSummaryRow
@@ -107,10 +105,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
     async def list_xid_events(
         since: Since = "24h",
         until: Until = None,
-        gpus: Annotated[
-            list[Annotated[str, Field(max_length=40)]],
-            Field(max_length=16, description="PCI bus ids, any spelling; empty for all GPUs"),
-        ] = [],  # noqa: B006 -- pydantic copies defaults; an immutable default breaks the schema
+        gpus: PciIds = [],  # noqa: B006 -- pydantic copies defaults; a tuple breaks the schema
         codes: Annotated[
             list[Annotated[int, Field(ge=0, le=100_000)]],
             Field(max_length=32, description="XID codes; empty for all"),
@@ -129,10 +124,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
         event carries the catalog's immediate action; use explain_xid for the full entry and
         correlate_xid (with the event ``id``) for what the GPU was doing around it.
         """
-        try:
-            pcis = [normalize_pci(g) for g in gpus]
-        except ValueError as e:
-            raise ToolError(f"gpus: {e}; use a PCI bus id like 0000:3b:00.0") from e
+        pcis = pci_ids(gpus)
         filters = XidFilter(
             since_ms=deps.instant(since, name="since"),
             until_ms=deps.instant(until, name="until") if until else None,
@@ -152,19 +144,13 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
     async def summarize_xid_events(
         since: Since = "24h",
         until: Until = None,
-        gpus: Annotated[
-            list[Annotated[str, Field(max_length=40)]],
-            Field(max_length=16, description="PCI bus ids; empty for all GPUs"),
-        ] = [],  # noqa: B006
+        gpus: PciIds = [],  # noqa: B006
     ) -> Annotated[CallToolResult, XidSummaryResult]:
         """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
         and what is new compared with the window of the same length just before it (new
         codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
         """
-        try:
-            pcis = [normalize_pci(g) for g in gpus]
-        except ValueError as e:
-            raise ToolError(f"gpus: {e}; use a PCI bus id like 0000:3b:00.0") from e
+        pcis = pci_ids(gpus)
         since_ms = deps.instant(since, name="since")
         until_ms = deps.instant(until, name="until") if until else deps.now_ms()
         async with deps.reader() as conn:

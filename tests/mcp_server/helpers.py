@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,32 +9,13 @@ from mcp import Client
 
 from mcp_server.deps import ToolDeps
 from mcp_server.server import build_server
-from watcher.config import DaemonConfig, SimulationSpec
-from watcher.daemon import Daemon
+from tests.daemons import run_scenario
+from watcher.config import SimulationSpec
 
 
 async def fill(db_path: Path, scenario: str = "thermal-runaway", speed: float = 100) -> None:
-    """Run the daemon until the scenario has played out, then stop it."""
-    daemon = Daemon(
-        DaemonConfig(
-            db_path=db_path,
-            node="sim-node",
-            simulate=SimulationSpec(4, scenario=scenario, speed=speed),
-            sample_interval_s=0.05,
-            checkpoint_interval_s=0.05,
-        )
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await daemon.ready.wait()
-    sim = daemon.simulation
-    assert sim is not None and sim.runner is not None and sim.scenario is not None
-    async with asyncio.timeout(30):
-        while len(sim.runner.applied) < len(sim.scenario.events):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-    stop.set()
-    await task
+    """Fill ``db_path`` with the daemon running ``scenario`` on 4 simulated GPUs."""
+    await run_scenario(db_path, SimulationSpec(4, scenario=scenario, speed=speed))
 
 
 def served(db_path: Path, **deps: Any) -> Client:

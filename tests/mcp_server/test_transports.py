@@ -137,6 +137,8 @@ def test_mcp_without_the_token_is_refused_but_probes_and_metrics_are_open(
     status, body = daemon.get("/mcp")
     assert status == 401 and "bearer token" in body
     assert daemon.get("/mcp", Authorization="Bearer wrong")[0] == 401
+    status, body = daemon.get("/mcp", Authorization=f"Bearer {TOKEN}")
+    assert status == 405 and "POST" in body  # no idle event stream to hold a connection
     assert daemon.get("/healthz") == (200, "ok\n")
     status, body = daemon.get("/readyz")
     assert status == 200 and json.loads(body)["ready"] is True

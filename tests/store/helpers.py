@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -51,10 +52,17 @@ async def write_all(
     *,
     flood: FloodPolicy | None = None,
     batch_max: int = 1000,
+    now_s: float | None = None,
 ) -> StoreWriter:
-    """Open a writer, put everything, close it; returns the writer for its stats."""
+    """Open a writer, put everything, close it; returns the writer for its stats.
+
+    ``now_s`` fixes the writer's clock (it dates watermarks and reloads open bursts by it).
+    """
     prepare_store(path)
-    writer = StoreWriter(path, flood=flood or FloodPolicy(per_minute=0), batch_max=batch_max)
+    clock = (lambda: now_s) if now_s is not None else time.time
+    writer = StoreWriter(
+        path, flood=flood or FloodPolicy(per_minute=0), batch_max=batch_max, clock=clock
+    )
     await writer.open()
     try:
         task = asyncio.create_task(writer.run())

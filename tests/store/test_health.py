@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from store.acks import Ack, record_ack
-from store.flood import FloodPolicy
 from store.health import GpuHealth, NodeFacts, assess_gpu, current_boot_id, node_health
 from store.metrics import HW_POWER_BRAKE, SW_THERMAL
 from store.records import (
@@ -23,7 +21,6 @@ from store.records import (
     SourceCursor,
     StoredXid,
 )
-from store.writer import Item, StoreWriter
 from store.xid_workflows import recovery_action
 from tests.store.helpers import event, reading, write_all
 
@@ -278,19 +275,6 @@ def test_the_score_sorts_gpus_the_way_their_status_does() -> None:
     assert critical.score == 50
 
 
-async def write_at(path: Path, items: Sequence[Item], *, now_s: float) -> None:
-    writer = StoreWriter(path, flood=FloodPolicy(per_minute=0), clock=lambda: now_s)
-    await writer.open()
-    try:
-        task = asyncio.create_task(writer.run())
-        for item in items:
-            writer.put(item)
-        await writer.close()
-        await task
-    finally:
-        await writer.aclose_connection()
-
-
 async def test_node_health_covers_sampled_gpus_and_gpus_seen_only_in_xid_lines(
     db_path: Path,
 ) -> None:
@@ -331,12 +315,12 @@ async def test_a_reboot_shows_through_the_kmsg_watermark_before_any_new_xid(
 ) -> None:
     before = event(1, xid=79, gpu=A, ts_ms=T0, key="kmsg:b1", boot_id="b1")
     await write_all(db_path, [SampleBatch(NOW - 5000, gpus=(H100,))])
-    await write_at(db_path, [replace(before, action="RESTART_BM")], now_s=T0 / 1000)
+    await write_all(db_path, [replace(before, action="RESTART_BM")], now_s=T0 / 1000)
     async with reading(db_path) as conn:
         assert await current_boot_id(conn) == "b1"
         (h,) = await node_health(conn, since_ms=T0 - 1, now_ms=NOW)
     assert codes(h)["xid_79"] == "critical"
-    await write_at(db_path, [Checkpoint(SourceCursor("kmsg:b2", 7))], now_s=(T0 + 60_000) / 1000)
+    await write_all(db_path, [Checkpoint(SourceCursor("kmsg:b2", 7))], now_s=(T0 + 60_000) / 1000)
     async with reading(db_path) as conn:
         assert await current_boot_id(conn) == "b2"
         (h,) = await node_health(conn, since_ms=T0 - 1, now_ms=NOW)
