@@ -326,6 +326,9 @@ def _context(c: CauseInputs) -> list[str]:
 def _movement(s: MetricStats, unit: str) -> str:
     if s.first is None or s.last is None:
         return "was measured"
+    if s.points == 1 and s.min is not None and s.max is not None and s.max - s.min >= 2:
+        # One bucket holds the whole window: its average says nothing about the direction.
+        return f"ranged from {s.min:.0f} {unit} to {s.max:.0f} {unit}"
     if s.last - s.first >= 2:
         return f"rose from {s.first:.0f} {unit} to {s.last:.0f} {unit}"
     if s.first - s.last >= 2:
