@@ -9,6 +9,7 @@ from typing import Annotated
 
 import structlog
 import typer
+from prometheus_client import CollectorRegistry
 
 from cli.options import DEFAULT_DB, DbOption
 from mcp_server.deps import LiveReadings, ToolDeps
@@ -18,6 +19,7 @@ from store.db import open_reader
 from store.errors import InvalidQueryError
 from store.records import GpuSample
 from watcher.daemon import Daemon
+from watcher.metrics import DaemonCollector
 from watcher.nvml import NvmlUnavailableError
 from watcher.sampler import NvmlSampler
 
@@ -47,11 +49,14 @@ def http_service(
     deps = ToolDeps(
         db_path=cfg.db_path, node=cfg.node, live=daemon.live_readings, retention=cfg.retention
     )
+    registry = CollectorRegistry()  # this daemon's metrics only, none of the process defaults
+    registry.register(DaemonCollector(daemon))
     app = build_http_app(
         build_server(deps),
         readiness=daemon.readiness,
         hosts=allowed_hosts(host, extra_hosts),
         token=read_token(token_file) if token_file else None,
+        registry=registry,
     )
     return HttpService(app, host, port)
 
