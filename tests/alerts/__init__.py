@@ -1,0 +1,1 @@
+"""Tests of the Prometheus alert rules in alerts/ (promtool, and a real Prometheus)."""
