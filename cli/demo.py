@@ -2,15 +2,19 @@
 
 It replays a bundled incident capture into a fresh store, then runs the real daemon on
 simulated GPUs (behind the real pynvml) while a scripted scenario heats one GPU until it
-falls off the bus, printing each XID as it is stored, and ends with the GPUs' health, a
-temperature trend with the XIDs marked, and the commands to try next.
+falls off the bus, printing each XID as it is stored and where its MCP endpoint and
+metrics are served, and ends with the GPUs' health, a temperature trend with the XIDs
+marked, and the commands to try next. Ctrl-C during the live part stops the daemon
+cleanly and the tour goes on to what the store kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from importlib import resources
@@ -19,8 +23,10 @@ from typing import Annotated
 
 import typer
 
+from cli import serving
 from cli.charts import render_trend
 from cli.telemetry import health_lines
+from mcp_server.http import HttpService
 from store.db import open_reader
 from store.metrics import get_metric
 from store.queries import XidFilter, list_xids, summarize_xids
@@ -92,11 +98,43 @@ async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> Non
         simulate=spec,
         sample_interval_s=1.0,
         checkpoint_interval_s=0.2,
+        listen="127.0.0.1:0",
     )
     daemon = Daemon(config)
+    http = serving.http_service(daemon, config.listen or "", token_file=None, extra_hosts=[])
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await daemon.ready.wait()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        task = asyncio.create_task(daemon.run(stop, services=[http]))
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():  # it failed before it was ready: say why
+            ready.cancel()
+            await task
+            return
+        await _tour(daemon, http, spec, duration, stop)
+        stop.set()
+        await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    s, p = daemon.writer.stats, daemon.pipeline.stats
+    typer.echo(
+        f"   daemon stored {s.samples_stored} samples and {s.events_stored} XID events live; "
+        f"{p.nvml_merged} NVML XID events matched their kernel log line"
+    )
+
+
+async def _tour(
+    daemon: Daemon,
+    http: HttpService,
+    spec: SimulationSpec,
+    duration: float | None,
+    stop: asyncio.Event,
+) -> None:
+    """Say what runs and where it is served, then print XIDs as stored until done or Ctrl-C."""
     sim = daemon.simulation
     assert sim is not None and sim.scenario is not None
     scenario = sim.scenario
@@ -106,24 +144,24 @@ async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> Non
         f"{sim.fleet.gpus[0].profile.name} GPUs, scenario {scenario.name!r} at {spec.speed:g}x:"
     )
     typer.echo(f"   {scenario.description.strip().splitlines()[0]}")
-    await _watch(path, seconds)
-    stop.set()
-    await task
-    s, p = daemon.writer.stats, daemon.pipeline.stats
-    typer.echo(
-        f"   daemon stored {s.samples_stored} samples and {s.events_stored} XID events live; "
-        f"{p.nvml_merged} NVML XID events matched their kernel log line"
-    )
+    await http.wait_started()
+    base = f"http://127.0.0.1:{http.bound_port}"
+    typer.echo(f"   MCP (streamable HTTP) while it runs: {base}/mcp")
+    typer.echo(f"   Prometheus metrics: {base}/metrics   (Ctrl-C stops early)")
+    await _watch(daemon.config.db_path, seconds, stop)
+    if stop.is_set():
+        typer.echo("   interrupted: stopping the daemon (the queue drains, the store commits)")
 
 
-async def _watch(path: Path, seconds: float) -> None:
+async def _watch(path: Path, seconds: float, stop: asyncio.Event) -> None:
     """Print XIDs as the daemon stores them (read back from the store, like any reader)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     last_id = 0
     catalog = default_catalog()
-    while loop.time() < deadline:
-        await asyncio.sleep(0.5)
+    while loop.time() < deadline and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(0.5, max(0.0, deadline - loop.time())))
         conn = await open_reader(path)
         try:
             page = await list_xids(conn, XidFilter(since_ms=now_ms() - 600_000), limit=50)

@@ -18,7 +18,10 @@ def event_json(e: StoredXid, catalog: XidCatalog) -> dict[str, Any]:
 
 
 def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160) -> str:
-    """A fixed-width table, newest first; a burst row shows its count as ``x57``."""
+    """A fixed-width table, newest first; a burst row shows its count as ``x57``.
+
+    A synthetic XID from ``xidwatch inject`` says so at the start of its WHAT column.
+    """
     header = ("TIME (UTC)", "KIND", "XID", "GPU", "N", "PID", "PROCESS", "ACTION", "WHAT")
     rows = [header]
     for e in events:
@@ -33,7 +36,7 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
                 str(e.pid) if e.pid is not None else "-",
                 e.process or "-",
                 e.action,
-                info.title,
+                f"[injected] {info.title}" if e.injected else info.title,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]

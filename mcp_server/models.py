@@ -232,6 +232,10 @@ class XidEventModel(BaseModel):
     immediate_action: str
     message: str
     source: str
+    injected: bool = Field(
+        default=False,
+        description="a synthetic test XID written by `xidwatch inject`, not the driver",
+    )
     boot_id: str | None
     seq: int | None
     id: int
@@ -258,6 +262,7 @@ class XidEventModel(BaseModel):
             immediate_action=e.action,
             message=e.message,
             source=e.source,
+            injected=e.injected,
             boot_id=e.boot_id,
             seq=e.seq,
             id=e.id,

@@ -41,20 +41,41 @@ def prepare_store(path: Path, *, now_s: float | None = None) -> None:
     except sqlite3.DatabaseError as e:
         if "newer than this xidwatch" in str(e):
             raise StoreError(str(e)) from e
+        if not _is_corruption(e):
+            # A full disk or a lock held elsewhere: the file is fine, and moving it aside
+            # would lose its history (and, on a full disk, fail again on the fresh one).
+            raise StoreError(
+                f"cannot open the store {path} ({e}); it is left as it is: free disk space, "
+                "or stop whatever holds it locked, then start again"
+            ) from e
         aside = _move_aside(path, now_s if now_s is not None else time.time())
         log.error("store_corrupt_moved_aside", path=str(path), moved_to=str(aside), error=str(e))
         _open_and_migrate(path).close()
 
 
+class _QuickCheckFailed(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found damage."""
+
+
+_CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+
+
+def _is_corruption(e: sqlite3.DatabaseError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return isinstance(e, _QuickCheckFailed) or (code is not None and code & 0xFF in _CORRUPT_CODES)
+
+
 def _open_and_migrate(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        # Check before anything writes: a damaged file is moved aside exactly as found.
+        check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            raise _QuickCheckFailed(f"quick_check: {check}")
         conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")  # takes effect on a new file only
         for pragma in _PRAGMAS:
             conn.execute(pragma)
-        check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {check}")
         _ensure_incremental_vacuum(conn)
         migrate(conn)
     except BaseException:

@@ -147,4 +147,5 @@ def _stored(row: sqlite3.Row) -> StoredXid:
     """Build a StoredXid from a row selected with ``_COLUMNS`` (same order as the fields)."""
     values = dict(zip(_FIELDS, tuple(row), strict=True))
     values["burst"] = bool(values["burst"])
+    values["injected"] = bool(values["injected"])
     return StoredXid(**values)

@@ -49,7 +49,10 @@ class SourceCursor:
 
 @dataclass(frozen=True, slots=True)
 class XidEvent:
-    """One XID or SXid as the kernel (or NVML) reported it, ready to be stored."""
+    """One XID or SXid as the kernel (or NVML) reported it, ready to be stored.
+
+    ``injected`` marks a synthetic line written by ``xidwatch inject``, not the driver.
+    """
 
     ts_ms: int
     received_ms: int
@@ -69,6 +72,7 @@ class XidEvent:
     boot_id: str | None = None
     seq: int | None = None
     cursor: SourceCursor | None = None
+    injected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,8 @@ class StoredXid:
     ``count`` is 1 for an individual event. A burst row (``burst`` true) stands for
     ``count`` events of the same kind, code and GPU folded together during a flood, seen
     first at ``ts_ms`` and last at ``last_ts_ms``; its pid, process and message are those of
-    the last folded event.
+    the last folded event. ``injected`` marks a synthetic XID from ``xidwatch inject``
+    (never folded into a burst).
     """
 
     id: int
@@ -109,6 +114,7 @@ class StoredXid:
     action: str
     boot_id: str | None
     seq: int | None
+    injected: bool = False
 
 
 @dataclass(frozen=True, slots=True)

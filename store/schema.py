@@ -148,9 +148,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: GPU inventory, raw samples, 1 m and 1 h rollups, processes seen, GPU lost/recovered.
     _v2(),
-    # 3: operator acknowledgements ("I have dealt with this GPU's errors up to now"), and
+    # 3: operator acknowledgements ("I have dealt with this GPU's errors up to now"),
     # XIDs by kind: an SXid listing on a node without NVSwitches otherwise walks the whole
-    # time index (300 ms on a million events; 0.1 ms with it).
+    # time index (300 ms on a million events; 0.1 ms with it), and the mark of a synthetic
+    # XID written by `xidwatch inject`.
     """
     CREATE INDEX xid_events_by_kind ON xid_events (kind, ts_ms, id);
     CREATE TABLE acks (
@@ -162,6 +163,8 @@ MIGRATIONS: tuple[str, ...] = (
         reason      TEXT NOT NULL
     );
     CREATE INDEX acks_by_gpu ON acks (pci_bus_id, ts_ms);
+    ALTER TABLE xid_events ADD COLUMN injected INTEGER NOT NULL DEFAULT 0
+        CHECK (injected IN (0, 1));
     """,
 )
 

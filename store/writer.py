@@ -40,8 +40,8 @@ MAX_QUEUED_FOR_SAMPLES = 10_000
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO xid_events (
     ts_ms, last_ts_ms, received_ms, count, burst, node, kind, xid, pci_bus_id, gpu_uuid,
-    mig_gi, mig_ci, pid, process, message, raw, source, action, boot_id, seq
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    mig_gi, mig_ci, pid, process, message, raw, source, action, boot_id, seq, injected
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _GROW_BURST = """
 UPDATE xid_events SET count = count + ?, last_ts_ms = max(last_ts_ms, ?),
@@ -285,6 +285,7 @@ class StoreWriter:
                 action=event.action,
                 pid=event.pid,
                 source=event.source,
+                injected=event.injected,
             )
         for growth in plan.growths:
             if growth.head is not None:
@@ -313,7 +314,8 @@ class StoreWriter:
                 continue
             plan.accepted.append(item)
             key: FloodKey = (item.kind, item.pci_bus_id or "", item.xid)
-            if flood.admit(key, item.ts_ms):
+            # A synthetic XID keeps its own row and spends no real event's token.
+            if item.injected or flood.admit(key, item.ts_ms):
                 plan.inserts.append(item)
             else:
                 self._fold(plan, bursts, key, item)
@@ -411,4 +413,5 @@ def _row(e: XidEvent, *, burst: bool) -> tuple[object, ...]:
         e.action,
         None if burst else e.boot_id,
         None if burst else e.seq,
+        int(e.injected),
     )

@@ -26,13 +26,20 @@ class SimulationSpec:
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    """Everything ``xidwatch run`` needs; defaults are the production ones."""
+    """Everything ``xidwatch run`` needs; defaults are the production ones.
+
+    Built once by :func:`watcher.settings.daemon_config` from flags, environment and the
+    config file. ``listen``, ``auth_token_file`` and ``allowed_hosts`` are for the HTTP
+    port the CLI serves beside the daemon (``listen`` None: no port); ``config_file`` is
+    the file the settings came from, watched for live changes.
+    """
 
     db_path: Path
     node: str = field(default_factory=socket.gethostname)
     kmsg: bool = True
     kmsg_path: Path = KMSG_PATH
     kmsg_any_facility: bool = False
+    accept_injected: bool = False
     log_files: tuple[Path, ...] = ()
     log_files_from_start: bool = False
     flood: FloodPolicy = field(default_factory=FloodPolicy)
@@ -44,3 +51,8 @@ class DaemonConfig:
     simulate: SimulationSpec | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     retention_interval_s: float = 3600.0
+    log_level: str = "info"
+    listen: str | None = "127.0.0.1:9400"
+    auth_token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    config_file: Path | None = None

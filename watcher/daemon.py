@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +25,7 @@ from watcher.clock import boot_wall_ms, now_ms, read_boot_id
 from watcher.config import DaemonConfig
 from watcher.kmsg import KmsgDevice, KmsgSource, OsKmsgDevice, kmsg_source_key
 from watcher.logfile import FileSource
+from watcher.metrics import XidCounts
 from watcher.nvml import NvmlUnavailableError
 from watcher.nvml_events import NvmlXidSource
 from watcher.pipeline import XidPipeline
@@ -72,13 +73,17 @@ class Daemon:
     ) -> None:
         self.config = config
         self.host = host or HostFacts()
-        self.writer = StoreWriter(config.db_path, flood=config.flood)
+        self.started_ms = self.host.now_ms()
+        self.xid_counts = XidCounts()  # exact, for /metrics: folded flood events included
+        self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self.xid_counts.add)
         self.pipeline = XidPipeline(
             self.writer.put,
             catalog or default_catalog(),
             node=config.node,
             now_ms=self.host.now_ms,
             hold_nvml=config.kmsg,
+            accept_injected=config.accept_injected,
+            user_space_xids=config.kmsg_any_facility,
         )
         self.sources: list[LogSource] = []
         self.sampler: NvmlSampler | None = None
@@ -87,6 +92,26 @@ class Daemon:
         self.services: list[Service] = []
         self.ready = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._retention_due = asyncio.Event()  # set: run retention now, not in an hour
+
+    def reconfigure(self, config: DaemonConfig) -> None:
+        """Take the settings that apply while running from ``config``.
+
+        The sample interval (from the next tick), the retention tiers (applied at once)
+        and the log level (recorded; the caller reconfigures logging). Anything else in
+        ``config`` is ignored: it needs a restart.
+        """
+        old = self.config
+        self.config = replace(
+            old,
+            sample_interval_s=config.sample_interval_s,
+            retention=config.retention,
+            log_level=config.log_level,
+        )
+        if self.sampler is not None:
+            self.sampler.interval_s = config.sample_interval_s
+        if config.retention != old.retention:
+            self._retention_due.set()
 
     async def live_readings(self) -> Mapping[str, GpuSample]:
         """The sampler's newest reading per GPU UUID (empty without NVML)."""
@@ -188,7 +213,7 @@ class Daemon:
                     boot_wall_ms=host.boot_wall_ms,
                     now_ms=host.now_ms,
                     after_seq=self.writer.watermark(kmsg_source_key(boot_id)),
-                    any_facility=cfg.kmsg_any_facility,
+                    any_facility=cfg.kmsg_any_facility or cfg.accept_injected,
                 )
             )
         sources.extend(
@@ -228,15 +253,18 @@ class Daemon:
             self.pipeline.flush()
 
     async def _retention_loop(self) -> None:
-        policy = self.config.retention
         while True:
-            try:
+            self._retention_due.clear()
+            try:  # the policy is read each round: a config reload may change it
                 await self.writer.exclusive(
-                    lambda conn: apply_retention(conn, policy, now_ms=self.host.now_ms())
+                    lambda conn: apply_retention(
+                        conn, self.config.retention, now_ms=self.host.now_ms()
+                    )
                 )
             except sqlite3.Error as e:
                 log.warning("retention_failed", error=str(e))
-            await asyncio.sleep(self.config.retention_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retention_due.wait(), self.config.retention_interval_s)
 
     async def _shutdown(
         self,

@@ -110,8 +110,9 @@ class OsKmsgDevice:
         except PermissionError as e:
             raise KmsgPermissionError(
                 f"cannot open {path}: permission denied. The daemon needs CAP_SYSLOG "
-                "(kernel.dmesg_restrict=1) or root; in Kubernetes add SYS_ADMIN-free "
-                "`capabilities: {add: [SYSLOG]}` and mount /dev/kmsg"
+                "(kernel.dmesg_restrict=1) or root; in a container the runtime's device "
+                "cgroup also refuses /dev/kmsg unless the container is privileged (see "
+                "deploy/base), or read /var/log/kern.log instead (--no-kmsg --log-file)"
             ) from e
         except FileNotFoundError as e:
             raise KmsgError(f"{path} does not exist: mount the host's /dev/kmsg") from e

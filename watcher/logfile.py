@@ -44,7 +44,7 @@ class FileSource:
         from_start: bool = False,
         poll_interval_s: float = 1.0,
     ) -> None:
-        self.path = path
+        self.path = path.absolute()  # watchfiles reports absolute paths
         self.lines_read = 0
         self.rotations = 0
         self._watermark = watermark
@@ -78,6 +78,10 @@ class FileSource:
             ):
                 self._check_rotation(sink)
                 self._read(sink)
+            # Stopped: take what was written since the last wake-up, so a SIGTERM does not
+            # leave lines already in the file for the next start.
+            self._check_rotation(sink)
+            self._read(sink)
         finally:
             if self._file is not None:
                 self._file.close()

@@ -259,19 +259,24 @@ class NvmlDevice:
             self._nvlinks = self._count_nvlinks()
         if not self._nvlinks:
             return None, None
-        active = errors = 0
+        states: list[int | None] = []
+        counters: list[int] = []
         for link in range(self._nvlinks):
-            state = self.call(
-                "nvlink_state", partial(pynvml.nvmlDeviceGetNvLinkState, self.handle, link)
+            states.append(
+                self.call(
+                    "nvlink_state", partial(pynvml.nvmlDeviceGetNvLinkState, self.handle, link)
+                )
             )
-            active += int(bool(state))
             for counter in _NVLINK_COUNTERS:
                 value = self.call(
                     f"nvlink_error_{counter}",
                     partial(pynvml.nvmlDeviceGetNvLinkErrorCounter, self.handle, link, counter),
                 )
-                errors += int(value or 0)
-        return active, errors
+                if value is not None:
+                    counters.append(int(value))
+        # A link we could not read is not a down link: no reading rather than a made-up 0.
+        active = None if None in states else sum(bool(s) for s in states)
+        return active, (sum(counters) if counters else None)
 
     def _count_nvlinks(self) -> int:
         links = 0

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from store.records import Checkpoint, SourceCursor, XidEvent
 from watcher.catalog import XidCatalog
 from watcher.clock import now_ms as wall_now_ms
+from watcher.injection import injected_id
 from watcher.nvml_events import NvmlXid
-from watcher.records import LogRecord
+from watcher.records import KERNEL_FACILITY, LogRecord
 from watcher.xid import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
 
 __all__ = ["PipelineStats", "XidPipeline"]
@@ -34,6 +35,8 @@ _RECENT_MAX = 4096
 @dataclass(slots=True)
 class PipelineStats:
     records: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)  # records per LogRecord.source
+    parse_failures: int = 0  # NVRM Xid-looking lines parse_xid did not understand
     events: int = 0
     implied_merged: int = 0
     cross_source_merged: int = 0
@@ -54,10 +57,14 @@ class XidPipeline:
         node: str = "",
         now_ms: Callable[[], int] = wall_now_ms,
         hold_nvml: bool = True,
+        accept_injected: bool = False,
+        user_space_xids: bool = False,
     ) -> None:
         self.stats = PipelineStats()
         self.gpu_uuids: dict[str, str] = {}  # PCI bus id -> UUID, from NVML discovery
         self.hold_nvml = hold_nvml
+        self.accept_injected = accept_injected  # `xidwatch inject` lines become events
+        self.user_space_xids = user_space_xids  # any user-space record may (tests only)
         self._put = put
         self._catalog = catalog
         self._node = node
@@ -70,8 +77,13 @@ class XidPipeline:
 
     def handle(self, record: LogRecord) -> None:
         """Parse one record; never raises for any text."""
+        if record.text and not self._admits(record):
+            record = replace(record, text="")  # a checkpoint only
         self.stats.records += 1
+        self.stats.by_source[record.source] = self.stats.by_source.get(record.source, 0) + 1
         parsed = parse_xid(record.text) if record.text else None
+        if parsed is None and ("NVRM: Xid" in record.text or "SXid (" in record.text):
+            self.stats.parse_failures += 1
         event = self._event(record, parsed) if parsed is not None else None
         if event is None:
             if record.cursor is not None:
@@ -81,6 +93,16 @@ class XidPipeline:
             self._pending.pop(record.cursor.source_key, None)
         self.stats.events += 1
         self._put(event)
+
+    def _admits(self, record: LogRecord) -> bool:
+        """Whether a record's text may become an event.
+
+        A line tagged by ``xidwatch inject`` only with ``accept_injected``, from any source;
+        another record user space wrote to /dev/kmsg only with ``user_space_xids``.
+        """
+        if injected_id(record.text) is not None:
+            return self.accept_injected
+        return record.facility == KERNEL_FACILITY or self.user_space_xids
 
     def handle_nvml(self, xid: NvmlXid) -> None:
         """An NVML XID event: merged with the kernel's line, or held and stored on its own."""
@@ -182,6 +204,7 @@ class XidPipeline:
             boot_id=record.boot_id,
             seq=record.seq,
             cursor=record.cursor,
+            injected=injected_id(record.text) is not None,
         )
 
     def _remember_kernel_xid(self, pci: str | None, code: int, ts_ms: int) -> None:

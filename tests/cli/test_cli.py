@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -123,3 +126,36 @@ def test_demo_runs_the_tour_end_to_end(tmp_path: Path) -> None:
     health = next(line for line in out.stdout.splitlines() if line.startswith("GPU 2 "))
     assert "CRITICAL" in health and "lost" in health
     assert "total 86 events" in out.stdout
+    assert re.search(
+        r"MCP \(streamable HTTP\) while it runs: http://127\.0\.0\.1:\d+/mcp", out.stdout
+    )
+    assert re.search(r"Prometheus metrics: http://127\.0\.0\.1:\d+/metrics", out.stdout)
+
+
+@pytest.mark.slow
+def test_demo_serves_mcp_and_metrics_and_ctrl_c_still_ends_with_the_summary(
+    tmp_path: Path,
+) -> None:
+    argv = [sys.executable, "-m", "cli", "--log-level", "warning", "demo"]
+    argv += ["--db", str(tmp_path / "demo.db"), "--speed", "40", "--duration", "120"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        for line in proc.stdout:
+            seen.append(line)
+            if (m := re.search(r"(http://127\.0\.0\.1:\d+)/metrics", line)) is not None:
+                break
+        assert m is not None, "".join(seen)
+        with urllib.request.urlopen(f"{m[1]}/metrics", timeout=10) as response:
+            assert response.status == 200
+            assert b"xidwatch_" in response.read()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "interrupted: stopping the daemon" in rest
+    assert "daemon stored" in rest and "5. XIDs the store holds" in rest
