@@ -47,7 +47,10 @@ def http_service(
     host, port = parse_listen(listen)
     cfg = daemon.config
     deps = ToolDeps(
-        db_path=cfg.db_path, node=cfg.node, live=daemon.live_readings, retention=cfg.retention
+        db_path=cfg.db_path,
+        node=cfg.node,
+        live=daemon.live_readings,
+        retention_of=lambda: daemon.config.retention,
     )
     registry = CollectorRegistry()  # this daemon's metrics only, none of the process defaults
     registry.register(DaemonCollector(daemon))

@@ -36,7 +36,12 @@ class ToolDeps:
     live: LiveReadings | None = None
     catalog: XidCatalog = field(default_factory=default_catalog)
     now_ms: Callable[[], int] = wall_now_ms
-    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # Read per call: the daemon's retention can change on a config reload.
+    retention_of: Callable[[], RetentionPolicy] = RetentionPolicy
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return self.retention_of()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
