@@ -1,9 +1,20 @@
-"""Running the real daemon on simulated GPUs until a scenario has played out (shared by tests)."""
+"""Running the real daemon for tests: in process until a scenario has played out, or as the
+``xidwatch run`` process a user starts, on a free loopback port."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from watcher.config import DaemonConfig, SimulationSpec
 from watcher.daemon import Daemon
@@ -33,3 +44,66 @@ async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) ->
     stop.set()
     await task
     return daemon
+
+
+class DaemonProcess:
+    """``xidwatch run`` on a free loopback port, its JSON logs in a file."""
+
+    def __init__(self, tmp: Path, args: Sequence[str] = ()) -> None:
+        self.db = tmp / "xidwatch.db"
+        self.log = tmp / "daemon.log"
+        self._out = self.log.open("w")
+        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(self.db)]
+        argv += ["--listen", "127.0.0.1:0", *args]
+        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
+        try:
+            self.port = self._wait_for_port()
+        except BaseException:
+            self.proc.kill()
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                if '"http_listening"' in line:
+                    return int(json.loads(line)["port"])
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"no http_listening line: {self.log.read_text()}")
+
+    def memory_kib(self, field: str = "VmRSS") -> int:
+        """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in KiB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        (line,) = [s for s in status.splitlines() if s.startswith(f"{field}:")]
+        return int(line.split()[1])
+
+    def reset_peak(self) -> None:
+        """Start VmHWM again from the current RSS (``clear_refs`` 5; our own child)."""
+        with suppress(OSError):  # an older kernel: the peak then covers start-up too
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def get(self, path: str, **headers: str) -> tuple[int, str]:
+        """GET ``path``: (status, body), the response always closed."""
+        request = urllib.request.Request(self.url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            with e:  # the error holds the response and its socket
+                return e.code, e.read().decode()
+
+    def stop(self) -> int:
+        """SIGTERM (if still running); the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._out.close()

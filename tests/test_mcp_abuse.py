@@ -10,21 +10,19 @@ with exit status 0.
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 import httpx2
 import pytest
+
+from tests.daemons import DaemonProcess
 
 pytestmark = pytest.mark.slow
 
@@ -33,64 +31,12 @@ MIB = 1 << 20
 HUGE_BYTES = 20 * MIB
 STORM_CALLS = 2000
 STORM_CONNECTIONS = 20
-
-
-class DaemonProcess:
-    """``xidwatch run`` on a free loopback port, its JSON logs in a file."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.log = tmp / "daemon.log"
-        self._out = self.log.open("w")
-        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(tmp / "x.db")]
-        argv += ["--simulate", "2", "--sample-interval", "1", "--no-kmsg"]
-        argv += ["--listen", "127.0.0.1:0"]
-        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
-        try:
-            self.port = self._wait_for_port()
-        except BaseException:
-            self.proc.kill()
-            self.stop()
-            raise
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for line in self.log.read_text().splitlines():
-                if '"http_listening"' in line:
-                    return int(json.loads(line)["port"])
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        raise AssertionError(f"no http_listening line: {self.log.read_text()}")
-
-    def memory_kib(self, field: str = "VmRSS") -> int:
-        """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in KiB."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        (line,) = [s for s in status.splitlines() if s.startswith(f"{field}:")]
-        return int(line.split()[1])
-
-    def reset_peak(self) -> None:
-        """Start VmHWM again from the current RSS (``clear_refs`` 5; our own child)."""
-        with suppress(OSError):  # an older kernel: the peak then covers start-up too
-            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
-
-    def log_records(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def stop(self) -> int:
-        """SIGTERM (if still running); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            self._out.close()
+SIMULATED = ("--simulate", "2", "--sample-interval", "1", "--no-kmsg")
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path_factory.mktemp("abuse"))
+    d = DaemonProcess(tmp_path_factory.mktemp("abuse"), SIMULATED)
     try:
         yield d
     finally:

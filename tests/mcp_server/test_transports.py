@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +15,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.daemons import DaemonProcess
+
 TOKEN = "s3cret-token-for-tests"
 DAEMON_ARGS = (
     "--simulate",
@@ -25,8 +24,6 @@ DAEMON_ARGS = (
     "--sample-interval",
     "1",
     "--no-kmsg",
-    "--listen",
-    "127.0.0.1:0",
     "--allowed-host",
     "xidwatch.gpu-monitoring.svc",
 )
@@ -49,59 +46,17 @@ async def test_stdio_lists_tools_and_answers_calls(runaway_db: Path) -> None:
         assert bad.is_error
 
 
-class Daemon:
-    """``xidwatch run`` on a free loopback port, simulated GPUs, a bearer token."""
-
-    def __init__(self, db: Path, token_file: Path) -> None:
-        self.log = db.with_suffix(".log")
-        self.out = self.log.open("w")
-        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(db), *DAEMON_ARGS]
-        argv += ["--auth-token-file", str(token_file)]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-        )
-        self.port = self._wait_for_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for line in self.log.read_text().splitlines():
-                if '"http_listening"' in line:
-                    return int(json.loads(line)["port"])
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        raise AssertionError(f"no http_listening line: {self.log.read_text()}")
-
-    def get(self, path: str, **headers: str) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            with e:  # the error holds the response and its socket
-                return e.code, e.read().decode()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=30)
-        self.out.close()
-        return rc
-
-
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     tmp = tmp_path_factory.mktemp("http")
     (tmp / "token").write_text(TOKEN + "\n")
-    d = Daemon(tmp / "xidwatch.db", tmp / "token")
+    d = DaemonProcess(tmp, [*DAEMON_ARGS, "--auth-token-file", str(tmp / "token")])
     yield d
     assert d.stop() == 0, d.log.read_text()
 
 
 @asynccontextmanager
-async def http_session(daemon: Daemon, *, host: str | None = None) -> AsyncIterator[Client]:
+async def http_session(daemon: DaemonProcess, *, host: str | None = None) -> AsyncIterator[Client]:
     """A client with the bearer token (and a Host header); closes its HTTP client too."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     if host:
@@ -113,7 +68,7 @@ async def http_session(daemon: Daemon, *, host: str | None = None) -> AsyncItera
 
 
 @pytest.mark.slow
-async def test_http_serves_the_tools_with_the_bearer_token(daemon: Daemon) -> None:
+async def test_http_serves_the_tools_with_the_bearer_token(daemon: DaemonProcess) -> None:
     async with http_session(daemon) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert len(names) == 10
@@ -125,14 +80,14 @@ async def test_http_serves_the_tools_with_the_bearer_token(daemon: Daemon) -> No
 
 
 @pytest.mark.slow
-async def test_http_accepts_the_configured_service_name_as_host(daemon: Daemon) -> None:
+async def test_http_accepts_the_configured_service_name_as_host(daemon: DaemonProcess) -> None:
     async with http_session(daemon, host=f"xidwatch.gpu-monitoring.svc:{daemon.port}") as client:
         assert (await client.call_tool("explain_xid", {"code": 79})).structured_content
 
 
 @pytest.mark.slow
 def test_mcp_without_the_token_is_refused_but_probes_and_metrics_are_open(
-    daemon: Daemon,
+    daemon: DaemonProcess,
 ) -> None:
     status, body = daemon.get("/mcp")
     assert status == 401 and "bearer token" in body
@@ -148,7 +103,7 @@ def test_mcp_without_the_token_is_refused_but_probes_and_metrics_are_open(
 
 
 @pytest.mark.slow
-def test_a_foreign_host_header_is_refused(daemon: Daemon) -> None:
+def test_a_foreign_host_header_is_refused(daemon: DaemonProcess) -> None:
     request = urllib.request.Request(
         f"{daemon.url}/mcp",
         data=b"{}",
