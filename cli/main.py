@@ -40,6 +40,7 @@ app = typer.Typer(
 
 @app.callback()
 def _setup(
+    ctx: typer.Context,
     log_level: Annotated[
         str, typer.Option(envvar="XIDWATCH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -52,6 +53,8 @@ def _setup(
         raise typer.BadParameter(
             f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level"
         )
+    if log_json is None and ctx.invoked_subcommand == "demo":
+        log_json = False  # the tour is read by a person, even through a pipe
     configure_logging(log_level, json=log_json)
 
 
