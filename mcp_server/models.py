@@ -227,6 +227,9 @@ class XidEventModel(BaseModel):
     mig_ci: int | None
     pid: int | None
     process: str | None
+    namespace: str | None = Field(default=None, description="Kubernetes namespace of the pid")
+    pod: str | None = Field(default=None, description="Kubernetes pod of the pid")
+    container: str | None = None
     mnemonic: str | None
     title: str
     immediate_action: str
@@ -257,6 +260,9 @@ class XidEventModel(BaseModel):
             mig_ci=e.mig_ci,
             pid=e.pid,
             process=e.process,
+            namespace=e.pod.namespace if e.pod else None,
+            pod=e.pod.pod if e.pod else None,
+            container=e.pod.container if e.pod else None,
             mnemonic=info.mnemonic,
             title=info.title,
             immediate_action=e.action,

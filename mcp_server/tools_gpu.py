@@ -15,7 +15,7 @@ from mcp_server.params import GpuOrAll
 from store.health import node_health
 from store.inventory import latest_samples, resolve_gpus
 from store.inventory import list_gpus as stored_gpus
-from store.processes import ProcessSpan, processes_at
+from store.processes import PodSpan, ProcessSpan, pods_at, processes_at
 from store.windows import format_ts
 
 __all__ = ["register_gpu_tools"]
@@ -44,7 +44,11 @@ class HealthResult(BaseModel):
 
 class ProcessesResult(BaseModel):
     at: str | None = Field(description="the time asked for; null means now")
-    processes: list[ProcessSpan]
+    processes: list[ProcessSpan] = Field(description="with each one's pod when known")
+    pods: list[PodSpan] = Field(
+        description="Kubernetes pods holding each GPU then, and how that is known "
+        "(annotation, whole-node GPU request, process); empty off Kubernetes"
+    )
 
 
 class SnapshotResult(BaseModel):
@@ -133,12 +137,14 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         ] = None,
     ) -> Annotated[CallToolResult, ProcessesResult]:
         """Compute processes on a GPU (or every GPU) now or at a past time: pid, name, memory,
-        and when each was first and last seen by the sampler.
+        Kubernetes namespace/pod/container, and when each was first and last seen by the
+        sampler; plus the pods holding each GPU then ("which pod had GPU 3 at 02:14").
         """
         at_ms = deps.instant(at, name="at") if at else None
         async with deps.reader() as conn:
             selected = await resolve_gpus(conn, [gpu] if gpu else [])
-            spans = [
-                span for _, g in selected for span in await processes_at(conn, g.info.uuid, at_ms)
-            ]
-        return compact(ProcessesResult(at=format_ts(at_ms) if at_ms else None, processes=spans))
+            uuids = [g.info.uuid for _, g in selected]
+            spans = [span for u in uuids for span in await processes_at(conn, u, at_ms)]
+            pods = [span for u in uuids for span in await pods_at(conn, u, at_ms)]
+        at_ts = format_ts(at_ms) if at_ms else None
+        return compact(ProcessesResult(at=at_ts, processes=spans, pods=pods))

@@ -14,7 +14,7 @@ from mcp_server.models import GpuModel, XidEventModel, XidExplanation
 from mcp_server.params import PciIds, Since, Until, pci_ids
 from store.causes import MetricAround
 from store.correlation import correlate_xid as correlate
-from store.processes import ProcessSpan
+from store.processes import PodSpan, ProcessSpan
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuStateEvent, XidSummaryRow
 from store.windows import format_ts
@@ -53,6 +53,10 @@ class CorrelationResult(BaseModel):
     nearby_xids: list[NearbyXidModel]
     nearby_truncated: bool
     processes: list[ProcessSpan] = Field(description="processes on that GPU at the time")
+    pods: list[PodSpan] = Field(
+        description="Kubernetes pods holding that GPU at the time (annotation, whole-node "
+        "GPU request or one of their processes); empty off Kubernetes"
+    )
     gpu_events: list[GpuStateEvent]
 
 
@@ -169,7 +173,8 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
     ) -> Annotated[CallToolResult, CorrelationResult]:
         """One stored XID in context: the GPU's temperature, power, clocks, utilization,
         memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
-        it (on this GPU and others), the processes on that GPU then, and a likely cause with
+        it (on this GPU and others), the processes and Kubernetes pods on that GPU then, and a
+        likely cause with
         the evidence for it (NVIDIA's workflows: 13/31 spread vs repeating, 45 following
         others, 48 with 63/64, thermal or power before a 79).
         """
@@ -205,6 +210,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
                 ],
                 nearby_truncated=c.nearby_truncated,
                 processes=list(c.processes),
+                pods=list(c.pods),
                 gpu_events=list(c.gpu_events),
             )
         )

@@ -14,7 +14,7 @@ import aiosqlite
 from store.causes import Cause, CauseInputs, Confidence, MetricAround, MetricStats, likely_cause
 from store.errors import InvalidQueryError
 from store.inventory import resolve_gpus
-from store.processes import ProcessSpan, processes_at
+from store.processes import PodSpan, ProcessSpan, pods_at, processes_at
 from store.queries import MAX_PAGE, XidFilter, get_xid, list_xids
 from store.records import GpuStateEvent, InventoryGpu, Series, StoredXid
 from store.retention import RetentionPolicy
@@ -73,6 +73,7 @@ class Correlation:
     likely_cause: Cause
     evidence: tuple[str, ...]
     confidence: Confidence
+    pods: tuple[PodSpan, ...] = ()
 
 
 async def correlate_xid(
@@ -102,12 +103,14 @@ async def correlate_xid(
     found = await _gpu_of(conn, event)
     metrics: tuple[MetricAround, ...] = ()
     processes: list[ProcessSpan] = []
+    pods: list[PodSpan] = []
     states: list[GpuStateEvent] = []
     if found is not None:
         gpu_id, gpu = found
         policy = retention or RetentionPolicy()
         metrics = await _metrics(conn, gpu, t, since_ms, min(until_ms, now_ms), now_ms, policy)
         processes = await processes_at(conn, gpu.info.uuid, t)
+        pods = await pods_at(conn, gpu.info.uuid, t)
         states = await _gpu_events(conn, gpu_id, gpu.info.uuid, since_ms, until_ms)
     gpu_info = found[1] if found is not None else None
     cause, evidence, confidence = likely_cause(
@@ -134,6 +137,7 @@ async def correlate_xid(
         likely_cause=cause,
         evidence=tuple(evidence),
         confidence=confidence,
+        pods=tuple(pods),
     )
 
 

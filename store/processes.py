@@ -14,8 +14,16 @@ from itertools import pairwise
 import aiosqlite
 
 from store.inventory import resolve_gpus
+from store.records import InventoryGpu, PodRef
 
-__all__ = ["DEFAULT_INTERVAL_MS", "MAX_PROCESSES", "ProcessSpan", "processes_at"]
+__all__ = [
+    "DEFAULT_INTERVAL_MS",
+    "MAX_PROCESSES",
+    "PodSpan",
+    "ProcessSpan",
+    "pods_at",
+    "processes_at",
+]
 
 DEFAULT_INTERVAL_MS = 10_000  # when the GPU has too few samples to tell its interval
 INTERVALS_SLACK = 3
@@ -27,7 +35,7 @@ class ProcessSpan:
     """A process seen on a GPU from ``first_ts_ms`` to ``last_ts_ms`` (sampler ticks).
 
     ``used_mib`` is the frame buffer memory it held at its last tick, ``max_used_mib`` the
-    most seen; None where NVML did not say.
+    most seen; None where NVML did not say. ``pod`` is its Kubernetes pod when known.
     """
 
     uuid: str
@@ -39,6 +47,24 @@ class ProcessSpan:
     last_ts_ms: int
     used_mib: int | None
     max_used_mib: int | None
+    pod: PodRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpan:
+    """A pod seen holding a GPU from ``first_ts_ms`` to ``last_ts_ms`` (sampler ticks).
+
+    ``source`` says how: ``annotation``, ``whole-node`` (it requested every GPU) or
+    ``process`` (one of its processes ran on the GPU).
+    """
+
+    uuid: str
+    index: int
+    pci_bus_id: str
+    pod: PodRef
+    source: str
+    first_ts_ms: int
+    last_ts_ms: int
 
 
 async def processes_at(
@@ -51,21 +77,75 @@ async def processes_at(
     sample (nothing if it was never sampled).
     """
     ((gpu_id, gpu),) = await resolve_gpus(conn, [selector])
+    window = await _window(conn, gpu_id, at_ms)
+    if window is None:
+        return []
+    sql = (
+        "SELECT pid, name, first_ts, last_ts, used_mib, max_used_mib, namespace, pod, container "
+        "FROM gpu_processes WHERE gpu = ? AND last_ts >= ? AND first_ts <= ? "
+        "ORDER BY first_ts, pid LIMIT ?"
+    )
+    info = gpu.info
+    async with conn.execute(sql, (gpu_id, *window, MAX_PROCESSES)) as cur:
+        return [
+            ProcessSpan(
+                info.uuid,
+                info.index,
+                info.pci_bus_id,
+                pid,
+                name,
+                t0,
+                t1,
+                used,
+                peak,
+                None if ns is None or pod is None else PodRef(ns, pod, container),
+            )
+            async for pid, name, t0, t1, used, peak, ns, pod, container in cur
+        ]
+
+
+async def pods_at(
+    conn: aiosqlite.Connection, selector: str | int, at_ms: int | None
+) -> list[PodSpan]:
+    """Pods holding the GPU ``selector`` names at ``at_ms`` (None: now), by first seen.
+
+    The same window as :func:`processes_at`: "which pod had GPU 3 at 02:14" has an answer
+    from annotations or GPU requests even when no process was seen.
+    """
+    ((gpu_id, gpu),) = await resolve_gpus(conn, [selector])
+    window = await _window(conn, gpu_id, at_ms)
+    if window is None:
+        return []
+    sql = (
+        "SELECT namespace, pod, uid, source, first_ts, last_ts FROM gpu_pods "
+        "WHERE gpu = ? AND last_ts >= ? AND first_ts <= ? ORDER BY first_ts, pod LIMIT ?"
+    )
+    async with conn.execute(sql, (gpu_id, *window, MAX_PROCESSES)) as cur:
+        return [
+            _pod_span(gpu, PodRef(ns, pod, uid=uid), source, t0, t1)
+            async for ns, pod, uid, source, t0, t1 in cur
+        ]
+
+
+def _pod_span(gpu: InventoryGpu, pod: PodRef, source: str, t0: int, t1: int) -> PodSpan:
+    info = gpu.info
+    return PodSpan(info.uuid, info.index, info.pci_bus_id, pod, source, t0, t1)
+
+
+async def _window(
+    conn: aiosqlite.Connection, gpu_id: int, at_ms: int | None
+) -> tuple[int, int] | None:
+    """Span bounds that count as "at ``at_ms``": ``last_ts >= lo`` and ``first_ts <= hi``.
+
+    Seen within three sample intervals before the moment and begun no later than one
+    interval after it; None (now) anchors on the GPU's newest sample, and a GPU never
+    sampled has no window.
+    """
     anchor = at_ms if at_ms is not None else await _newest_sample(conn, gpu_id)
     if anchor is None:
-        return []
+        return None
     interval = await _interval_ms(conn, gpu_id, anchor)
-    sql = (
-        "SELECT pid, name, first_ts, last_ts, used_mib, max_used_mib FROM gpu_processes "
-        "WHERE gpu = ? AND last_ts >= ? AND first_ts <= ? ORDER BY first_ts, pid LIMIT ?"
-    )
-    args = (gpu_id, anchor - INTERVALS_SLACK * interval, anchor + interval, MAX_PROCESSES)
-    info = gpu.info
-    async with conn.execute(sql, args) as cur:
-        return [
-            ProcessSpan(info.uuid, info.index, info.pci_bus_id, pid, name, t0, t1, used, peak)
-            async for pid, name, t0, t1, used, peak in cur
-        ]
+    return anchor - INTERVALS_SLACK * interval, anchor + interval
 
 
 async def _newest_sample(conn: aiosqlite.Connection, gpu_id: int) -> int | None:

@@ -17,7 +17,7 @@ import aiosqlite
 
 from store.errors import InvalidQueryError
 from store.flood import MAX_BURST_SPAN_MS
-from store.records import EventKind, StoredXid, XidPage, XidSummary, XidSummaryRow
+from store.records import EventKind, PodRef, StoredXid, XidPage, XidSummary, XidSummaryRow
 
 __all__ = [
     "MAX_PAGE",
@@ -31,8 +31,9 @@ __all__ = [
 
 MAX_PAGE = 1000
 
-_FIELDS = tuple(f.name for f in fields(StoredXid))
-_COLUMNS = ", ".join(_FIELDS)  # StoredXid fields are the table columns, in order
+# StoredXid fields are the table columns, in order; its ``pod`` is three columns.
+_FIELDS = tuple(f.name for f in fields(StoredXid) if f.name != "pod")
+_COLUMNS = ", ".join((*_FIELDS, "namespace", "pod", "container"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,10 @@ async def get_xid(conn: aiosqlite.Connection, xid_id: int) -> StoredXid | None:
 
 def _stored(row: sqlite3.Row) -> StoredXid:
     """Build a StoredXid from a row selected with ``_COLUMNS`` (same order as the fields)."""
-    values = dict(zip(_FIELDS, tuple(row), strict=True))
+    *columns, namespace, pod, container = tuple(row)
+    values = dict(zip(_FIELDS, columns, strict=True))
     values["burst"] = bool(values["burst"])
     values["injected"] = bool(values["injected"])
+    if namespace is not None and pod is not None:
+        values["pod"] = PodRef(namespace, pod, container)
     return StoredXid(**values)

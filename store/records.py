@@ -14,11 +14,13 @@ __all__ = [
     "Checkpoint",
     "EventKind",
     "GpuInfo",
+    "GpuPod",
     "GpuProcess",
     "GpuSample",
     "GpuState",
     "GpuStateEvent",
     "InventoryGpu",
+    "PodRef",
     "SampleBatch",
     "Series",
     "SourceCursor",
@@ -48,6 +50,16 @@ class SourceCursor:
 
 
 @dataclass(frozen=True, slots=True)
+class PodRef:
+    """The Kubernetes pod (and container, when known) a GPU process or an XID belongs to."""
+
+    namespace: str
+    pod: str
+    container: str | None = None
+    uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class XidEvent:
     """One XID or SXid as the kernel (or NVML) reported it, ready to be stored.
 
@@ -73,6 +85,7 @@ class XidEvent:
     seq: int | None = None
     cursor: SourceCursor | None = None
     injected: bool = False
+    pod: PodRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,7 @@ class StoredXid:
     boot_id: str | None
     seq: int | None
     injected: bool = False
+    pod: PodRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +230,21 @@ class GpuProcess:
     pid: int
     used_memory_bytes: int | None = None
     name: str | None = None
+    pod: PodRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPod:
+    """A pod holding a GPU at a tick, and how that is known.
+
+    ``source``: ``annotation`` (a device plugin or scheduler named the GPU on the pod),
+    ``whole-node`` (the pod requested every GPU on the node) or ``process`` (one of the
+    pod's processes ran on the GPU).
+    """
+
+    uuid: str
+    pod: PodRef
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +258,7 @@ class SampleBatch:
     samples: tuple[GpuSample, ...] = ()
     processes: tuple[GpuProcess, ...] = ()
     gpus: tuple[GpuInfo, ...] = ()
+    pods: tuple[GpuPod, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ async def apply_retention(
         ("rollup_1m", "ts", policy.minute_ms),
         ("rollup_1h", "ts", policy.hour_ms),
         ("gpu_processes", "last_ts", policy.minute_ms),
+        ("gpu_pods", "last_ts", policy.minute_ms),
         ("gpu_events", "ts_ms", policy.events_ms),
     )
     for table, column, keep_ms in per_gpu:

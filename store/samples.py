@@ -11,19 +11,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import aiosqlite
 import structlog
 
 from store.metrics import METRICS, RAW_COLUMNS, raw_row, sample_from_raw
-from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
+from store.records import (
+    GpuInfo,
+    GpuPod,
+    GpuProcess,
+    GpuSample,
+    GpuStateEvent,
+    PodRef,
+    SampleBatch,
+)
 from store.schema import ROLLUP_TIERS
 
-__all__ = ["PROCESS_GAP_MS", "RollupAccumulator", "TelemetryResult", "TelemetryWriter"]
+__all__ = [
+    "PROCESS_GAP_MS",
+    "RollupAccumulator",
+    "TelemetryResult",
+    "TelemetryWriter",
+    "pod_columns",
+]
 
 log = structlog.get_logger("store.samples")
 
-# A process not seen for this long starts a new row when it reappears (pid reuse, restart).
+# A process (or a pod on a GPU) not seen for this long starts a new row when it reappears
+# (pid reuse, restart).
 PROCESS_GAP_MS = 5 * 60_000
 _MIB = 1 << 20
 
@@ -58,15 +74,60 @@ _UPSERT_GPU = (
 )
 
 _UPSERT_PROCESS = """
-INSERT INTO gpu_processes (gpu, pid, first_ts, last_ts, used_mib, max_used_mib, name)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO gpu_processes (
+    gpu, pid, first_ts, last_ts, used_mib, max_used_mib, name, namespace, pod, container
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (gpu, pid, first_ts) DO UPDATE SET
     last_ts = excluded.last_ts,
     used_mib = excluded.used_mib,
     max_used_mib = max(coalesce(max_used_mib, excluded.max_used_mib),
                        coalesce(excluded.max_used_mib, max_used_mib)),
-    name = coalesce(excluded.name, name)
+    name = coalesce(excluded.name, name),
+    namespace = coalesce(excluded.namespace, namespace),
+    pod = coalesce(excluded.pod, pod),
+    container = coalesce(excluded.container, container)
 """
+# The first way a pod was seen holding a GPU names the span's source.
+_UPSERT_POD = """
+INSERT INTO gpu_pods (gpu, namespace, pod, first_ts, last_ts, uid, source)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (gpu, namespace, pod, first_ts) DO UPDATE SET
+    last_ts = max(last_ts, excluded.last_ts),
+    uid = coalesce(excluded.uid, uid)
+"""
+
+
+K = TypeVar("K")
+
+
+def pod_columns(pod: PodRef | None) -> tuple[str | None, str | None, str | None]:
+    """The namespace, pod and container columns of an XID or process row."""
+    return (None, None, None) if pod is None else (pod.namespace, pod.pod, pod.container)
+
+
+class _Spans(Generic[K]):
+    """Open spans by key: a key seen again within PROCESS_GAP_MS extends its span.
+
+    Tracks what the last commit made durable, so a rolled-back transaction is retried with
+    the same span starts.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[K, tuple[int, int]] = {}  # key -> (first_ts, last_ts)
+        self._committed: dict[K, tuple[int, int]] = {}
+
+    def extend(self, key: K, ts_ms: int) -> int:
+        """Record ``key`` seen at ``ts_ms``; return its span's first tick."""
+        span = self.open.get(key)
+        first = span[0] if span is not None and 0 <= ts_ms - span[1] <= PROCESS_GAP_MS else ts_ms
+        self.open[key] = (first, ts_ms)
+        return first
+
+    def committed(self) -> None:
+        self._committed = dict(self.open)
+
+    def rolled_back(self) -> None:
+        self.open = dict(self._committed)
 
 
 def _rollup_upsert(table: str) -> str:
@@ -165,8 +226,8 @@ class TelemetryWriter:
     def __init__(self) -> None:
         self._gpu_ids: dict[str, int] = {}
         self._last_ts: dict[int, int] = {}
-        self._procs: dict[tuple[int, int], tuple[int, int]] = {}  # (gpu, pid) -> (first, last)
-        self._committed_procs: dict[tuple[int, int], tuple[int, int]] = {}
+        self._procs: _Spans[tuple[int, int]] = _Spans()  # (gpu, pid)
+        self._pods: _Spans[tuple[int, str, str]] = _Spans()  # (gpu, namespace, pod)
         self._committed_ids: dict[str, int] = {}
 
     async def load(self, conn: aiosqlite.Connection) -> None:
@@ -184,11 +245,21 @@ class TelemetryWriter:
             "GROUP BY gpu, pid"
         )
         async with conn.execute(query, (PROCESS_GAP_MS,)) as cur:
-            self._procs = {(int(g), int(p)): (int(f), int(t)) async for g, p, f, t in cur}
+            self._procs.open = {(int(g), int(p)): (int(f), int(t)) async for g, p, f, t in cur}
+        query = (
+            "SELECT gpu, namespace, pod, max(first_ts), max(last_ts) FROM gpu_pods "
+            "WHERE last_ts >= (SELECT coalesce(max(last_ts), 0) FROM gpu_pods) - ? "
+            "GROUP BY gpu, namespace, pod"
+        )
+        async with conn.execute(query, (PROCESS_GAP_MS,)) as cur:
+            self._pods.open = {
+                (int(g), str(ns), str(p)): (int(f), int(t)) async for g, ns, p, f, t in cur
+            }
         self._mark_committed()
 
     def _mark_committed(self) -> None:
-        self._committed_procs = dict(self._procs)
+        self._procs.committed()
+        self._pods.committed()
         self._committed_ids = dict(self._gpu_ids)
 
     async def write(
@@ -218,6 +289,9 @@ class TelemetryWriter:
         processes = [row for b in batches for row in self._process_rows(b.ts_ms, b.processes)]
         if processes:
             await conn.executemany(_UPSERT_PROCESS, processes)
+        pods = [row for b in batches for row in self._pod_rows(b)]
+        if pods:
+            await conn.executemany(_UPSERT_POD, pods)
         for event in states:
             await self._write_state(conn, event)
             result.state_events += 1
@@ -230,7 +304,8 @@ class TelemetryWriter:
         Ids of rolled-back ``gpus`` rows do not exist, and process spans it opened were
         never stored: go back to the state of the last commit.
         """
-        self._procs = dict(self._committed_procs)
+        self._procs.rolled_back()
+        self._pods.rolled_back()
         self._gpu_ids = dict(self._committed_ids)
 
     def commit_succeeded(self, batches: Sequence[SampleBatch]) -> None:
@@ -301,14 +376,27 @@ class TelemetryWriter:
             if gpu is None:
                 continue
             used = None if p.used_memory_bytes is None else round(p.used_memory_bytes / _MIB)
-            key = (gpu, p.pid)
-            span = self._procs.get(key)
-            first = (
-                span[0] if span is not None and 0 <= ts_ms - span[1] <= PROCESS_GAP_MS else ts_ms
-            )
-            self._procs[key] = (first, ts_ms)
-            rows.append((gpu, p.pid, first, ts_ms, used, used, p.name))
+            first = self._procs.extend((gpu, p.pid), ts_ms)
+            rows.append((gpu, p.pid, first, ts_ms, used, used, p.name, *pod_columns(p.pod)))
         return rows
+
+    def _pod_rows(self, batch: SampleBatch) -> list[tuple[object, ...]]:
+        """Upsert rows for the pods holding each GPU at one tick, its processes' pods included."""
+        held = [
+            *batch.pods,
+            *(GpuPod(p.uuid, p.pod, "process") for p in batch.processes if p.pod is not None),
+        ]
+        rows: dict[tuple[int, str, str], tuple[object, ...]] = {}
+        for g in held:
+            gpu = self._gpu_ids.get(g.uuid)
+            if gpu is None:
+                continue
+            key = (gpu, g.pod.namespace, g.pod.pod)
+            if key in rows:  # the first source named wins within a tick
+                continue
+            first = self._pods.extend(key, batch.ts_ms)
+            rows[key] = (*key, first, batch.ts_ms, g.pod.uid, g.source)
+        return list(rows.values())
 
     async def _write_state(self, conn: aiosqlite.Connection, event: GpuStateEvent) -> None:
         gpu = self._gpu_ids.get(event.uuid)

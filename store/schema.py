@@ -166,6 +166,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE xid_events ADD COLUMN injected INTEGER NOT NULL DEFAULT 0
         CHECK (injected IN (0, 1));
     """,
+    # 4: Kubernetes attribution. The pod (and container) of an XID's process and of each GPU
+    # process, and which pods held each GPU when ("which pod had GPU 3 at 02:14"), as spans
+    # like gpu_processes: first and last tick the pod was seen holding the GPU.
+    """
+    ALTER TABLE xid_events ADD COLUMN namespace TEXT;
+    ALTER TABLE xid_events ADD COLUMN pod TEXT;
+    ALTER TABLE xid_events ADD COLUMN container TEXT;
+    ALTER TABLE gpu_processes ADD COLUMN namespace TEXT;
+    ALTER TABLE gpu_processes ADD COLUMN pod TEXT;
+    ALTER TABLE gpu_processes ADD COLUMN container TEXT;
+    CREATE TABLE gpu_pods (
+        gpu        INTEGER NOT NULL,
+        namespace  TEXT NOT NULL,
+        pod        TEXT NOT NULL,
+        first_ts   INTEGER NOT NULL,
+        last_ts    INTEGER NOT NULL,
+        uid        TEXT,
+        source     TEXT NOT NULL CHECK (source IN ('annotation', 'whole-node', 'process')),
+        PRIMARY KEY (gpu, namespace, pod, first_ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX gpu_pods_by_time ON gpu_pods (gpu, last_ts);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

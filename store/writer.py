@@ -24,7 +24,7 @@ import structlog
 from store.db import open_for_writing
 from store.flood import MAX_BURST_SPAN_MS, FloodKey, FloodPolicy, FloodState
 from store.records import Checkpoint, GpuStateEvent, SampleBatch, XidEvent
-from store.samples import TelemetryResult, TelemetryWriter
+from store.samples import TelemetryResult, TelemetryWriter, pod_columns
 
 __all__ = ["StoreWriter", "WriterStats"]
 
@@ -40,12 +40,13 @@ MAX_QUEUED_FOR_SAMPLES = 10_000
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO xid_events (
     ts_ms, last_ts_ms, received_ms, count, burst, node, kind, xid, pci_bus_id, gpu_uuid,
-    mig_gi, mig_ci, pid, process, message, raw, source, action, boot_id, seq, injected
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    mig_gi, mig_ci, pid, process, message, raw, source, action, boot_id, seq, injected,
+    namespace, pod, container
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _GROW_BURST = """
 UPDATE xid_events SET count = count + ?, last_ts_ms = max(last_ts_ms, ?),
-    pid = ?, process = ?, message = ?, raw = ?
+    pid = ?, process = ?, message = ?, raw = ?, namespace = ?, pod = ?, container = ?
 WHERE id = ?
 """
 _UPSERT_WATERMARK = """
@@ -364,6 +365,7 @@ class StoreWriter:
                         last.process,
                         last.message,
                         last.raw,
+                        *pod_columns(last.pod),
                         g.burst.row_id,
                     )
                 )
@@ -414,4 +416,5 @@ def _row(e: XidEvent, *, burst: bool) -> tuple[object, ...]:
         None if burst else e.boot_id,
         None if burst else e.seq,
         int(e.injected),
+        *pod_columns(e.pod),
     )

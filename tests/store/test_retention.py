@@ -150,7 +150,7 @@ async def test_retention_deletes_search_an_index_never_scan(db_path: Path) -> No
     finally:
         await conn.close()
     deletes = [s for s in statements if s.startswith("DELETE")]
-    assert len(deletes) == 5 * len(GPUS) + 1
+    assert len(deletes) == 6 * len(GPUS) + 1  # six per-GPU tables, then xid_events
     with closing(sqlite3.connect(db_path)) as check:
         for sql in deletes:
             plan = " | ".join(str(r[-1]) for r in check.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -180,8 +180,9 @@ async def test_a_store_made_before_incremental_vacuum_is_converted_keeping_its_d
     assert pragma(db_path, "auto_vacuum") == 2
     assert pragma(db_path, "user_version") == SCHEMA_VERSION
     after = rows(db_path, "SELECT * FROM xid_events ORDER BY id")
-    assert [r[:-1] for r in after] == before  # migration 3 appended `injected`, 0 for all
-    assert {r[-1] for r in after} == {0}
+    # migration 3 appended `injected` (0 for all), migration 4 namespace, pod, container
+    assert [r[:-4] for r in after] == before
+    assert {r[-4:] for r in after} == {(0, None, None, None)}
     assert rows(db_path, "SELECT * FROM watermarks") == [("kmsg:b1", 479, NOW)]
     assert rows(db_path, "SELECT count(*) FROM samples") == [(0,)]  # migration 2 ran too
     result = await retain(db_path)  # and retention can now give pages back
