@@ -34,7 +34,12 @@ from watcher.settings import (
 __all__ = ["run"]
 
 _EXPLICIT = ("COMMANDLINE", "ENVIRONMENT")  # ParameterSource names: what the user gave
-_KEYS = {"log_file": "log_files", "allowed_host": "allowed_hosts"}  # parameter -> setting
+_KEYS = {  # parameter -> setting, where a repeatable flag's name is singular
+    "log_file": "log_files",
+    "allowed_host": "allowed_hosts",
+    "gpu_resource": "gpu_resources",
+    "gpu_annotation": "gpu_annotations",
+}
 
 
 def run(
@@ -179,6 +184,75 @@ def run(
             help="Individual rows per GPU and code per minute after that; 0 = never fold.",
         ),
     ] = 6.0,
+    host_proc: Annotated[
+        Path,
+        typer.Option(
+            envvar="XIDWATCH_HOST_PROC",
+            help="The host's /proc (in a pod: mounted at /host/proc) for the names and "
+            "cgroups of the host pids NVML and XID lines give.",
+        ),
+    ] = Path("/proc"),
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes/--no-kubernetes",
+            envvar="XIDWATCH_KUBERNETES",
+            help="Attribute GPU processes and XIDs to pods when a cluster is found "
+            "(in-cluster service account or kubeconfig).",
+        ),
+    ] = True,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(envvar="XIDWATCH_KUBECONFIG", help="kubeconfig to use off cluster."),
+    ] = None,
+    pod_refresh: Annotated[
+        str,
+        typer.Option(envvar="XIDWATCH_POD_REFRESH", help="Re-list this node's pods this often."),
+    ] = "30s",
+    gpu_resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="XIDWATCH_GPU_RESOURCES",
+            help="Extended resource that is a GPU (default nvidia.com/gpu); repeatable.",
+        ),
+    ] = None,
+    gpu_annotation: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="XIDWATCH_GPU_ANNOTATIONS",
+            help="Pod annotation naming its GPUs by UUID or index; repeatable "
+            "(default: xidwatch.io/gpus and the HAMi and gpushare keys).",
+        ),
+    ] = None,
+    k8s_events: Annotated[
+        bool,
+        typer.Option(
+            envvar="XIDWATCH_K8S_EVENTS",
+            help="Post a Kubernetes Event on the Node (and pod) for fatal XIDs; needs the "
+            "k8s-events RBAC component.",
+        ),
+    ] = False,
+    k8s_event_actions: Annotated[
+        str,
+        typer.Option(
+            envvar="XIDWATCH_K8S_EVENT_ACTIONS",
+            help="Catalog actions that post an Event, comma-separated.",
+        ),
+    ] = "RESET_GPU,RESTART_BM,RESTART_VM",
+    node_condition: Annotated[
+        str | None,
+        typer.Option(
+            envvar="XIDWATCH_NODE_CONDITION",
+            help="Also set this Node condition (e.g. GpuXidFatal) on such an XID.",
+        ),
+    ] = None,
+    node_condition_quiet: Annotated[
+        str,
+        typer.Option(
+            envvar="XIDWATCH_NODE_CONDITION_QUIET",
+            help="Clear the Node condition after this long without such an XID.",
+        ),
+    ] = "1h",
 ) -> None:
     """Run the node daemon: record every XID and sample every GPU until SIGTERM."""
     defaults, explicit = _layers(ctx)

@@ -10,7 +10,15 @@ from store.flood import FloodPolicy
 from store.retention import RetentionPolicy
 from watcher.kmsg import KMSG_PATH
 
-__all__ = ["DaemonConfig", "SimulationSpec"]
+__all__ = ["DaemonConfig", "KubernetesConfig", "SimulationSpec"]
+
+DEFAULT_GPU_ANNOTATIONS = (
+    "xidwatch.io/gpus",
+    "nvidia.com/use-gpuuuid",
+    "hami.io/vgpu-devices-allocated",
+    "ALIYUN_COM_GPU_IDX",
+)
+FATAL_ACTIONS = ("RESET_GPU", "RESTART_BM", "RESTART_VM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +33,36 @@ class SimulationSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    """Pod attribution, Events and the Node condition; all off when no cluster is found.
+
+    ``enabled`` False skips Kubernetes entirely; True uses it when an in-cluster service
+    account or a kubeconfig is found. ``events`` posts an Event for XIDs whose action is
+    in ``event_actions``; ``node_condition`` (a condition type, e.g. ``GpuXidFatal``) also
+    sets that Node condition, cleared after ``node_condition_quiet_s`` without one.
+    """
+
+    enabled: bool = True
+    kubeconfig: Path | None = None
+    pod_refresh_s: float = 30.0
+    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",)
+    gpu_annotations: tuple[str, ...] = DEFAULT_GPU_ANNOTATIONS
+    events: bool = False
+    event_actions: tuple[str, ...] = FATAL_ACTIONS
+    node_condition: str | None = None
+    node_condition_quiet_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """Everything ``xidwatch run`` needs; defaults are the production ones.
 
     Built once by :func:`watcher.settings.daemon_config` from flags, environment and the
     config file. ``listen``, ``auth_token_file`` and ``allowed_hosts`` are for the HTTP
     port the CLI serves beside the daemon (``listen`` None: no port); ``config_file`` is
-    the file the settings came from, watched for live changes.
+    the file the settings came from, watched for live changes. ``host_proc`` is the
+    host's ``/proc`` (mounted at ``/host/proc`` in a pod): process names and cgroups of
+    the pids NVML and XID lines name, which are host pids.
     """
 
     db_path: Path
@@ -56,3 +87,5 @@ class DaemonConfig:
     auth_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None
+    host_proc: Path = Path("/proc")
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)

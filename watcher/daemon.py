@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from store.db import prepare_store
-from store.records import GpuSample
+from store.records import GpuSample, XidEvent
 from store.retention import apply_retention
 from store.writer import StoreWriter
 from watcher.catalog import XidCatalog, default_catalog
@@ -33,6 +33,10 @@ from watcher.records import LogSource, Service
 from watcher.sampler import NvmlSampler
 
 if TYPE_CHECKING:
+    from kubernetes.aio.client import ApiClient
+
+    from watcher.k8s_events import XidEventPoster
+    from watcher.pods import PodDirectory
     from watcher.simulation import Simulation
 
 __all__ = ["Daemon", "HostFacts"]
@@ -75,10 +79,11 @@ class Daemon:
         self.host = host or HostFacts()
         self.started_ms = self.host.now_ms()
         self.xid_counts = XidCounts()  # exact, for /metrics: folded flood events included
-        self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self.xid_counts.add)
+        self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self._committed)
+        self.catalog = catalog or default_catalog()
         self.pipeline = XidPipeline(
             self.writer.put,
-            catalog or default_catalog(),
+            self.catalog,
             node=config.node,
             now_ms=self.host.now_ms,
             hold_nvml=config.kmsg,
@@ -90,6 +95,9 @@ class Daemon:
         self.nvml_events: NvmlXidSource | None = None
         self.simulation: Simulation | None = None
         self.services: list[Service] = []
+        self.pods: PodDirectory | None = None  # Kubernetes attribution, on a cluster
+        self.k8s_events: XidEventPoster | None = None
+        self._k8s_api: ApiClient | None = None
         self.ready = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._retention_due = asyncio.Event()  # set: run retention now, not in an hour
@@ -112,6 +120,12 @@ class Daemon:
             self.sampler.interval_s = config.sample_interval_s
         if config.retention != old.retention:
             self._retention_due.set()
+
+    def _committed(self, events: Sequence[XidEvent]) -> None:
+        """XIDs the writer made durable: counted for /metrics, posted as Kubernetes Events."""
+        self.xid_counts.add(events)
+        if self.k8s_events is not None:
+            self.k8s_events.submit(events)
 
     async def live_readings(self) -> Mapping[str, GpuSample]:
         """The sampler's newest reading per GPU UUID (empty without NVML)."""
@@ -154,6 +168,7 @@ class Daemon:
     async def _run(self, stop: asyncio.Event) -> None:
         self.sources = self._build_sources()
         await self._start_nvml()
+        await self._start_kubernetes()
         critical: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.writer.run(), name="writer"),
             *(
@@ -164,7 +179,7 @@ class Daemon:
         # Parts that finish soon after stop() (awaited at shutdown), then background loops.
         stoppable = [
             self._task(part.run(), part.name)
-            for part in (self.sampler, self.nvml_events, *self.services)
+            for part in self._stoppable_parts()
             if part is not None
         ]
         background = [
@@ -233,7 +248,10 @@ class Daemon:
         if not self.config.nvml:
             return
         sampler = NvmlSampler(
-            self.writer.put, interval_s=self.config.sample_interval_s, now_ms=self.host.now_ms
+            self.writer.put,
+            interval_s=self.config.sample_interval_s,
+            now_ms=self.host.now_ms,
+            proc_root=self.config.host_proc,
         )
         try:
             await sampler.start()
@@ -245,6 +263,48 @@ class Daemon:
         if self.config.nvml_events:
             self.nvml_events = NvmlXidSource(
                 sampler.devices, self.pipeline.handle_nvml, now_ms=self.host.now_ms
+            )
+
+    def _stoppable_parts(self) -> tuple[Service | None, ...]:
+        return (self.sampler, self.nvml_events, self.pods, self.k8s_events, *self.services)
+
+    async def _start_kubernetes(self) -> None:
+        """On a cluster: pod attribution, and Events and the Node condition if asked for.
+
+        Off a cluster (no service account, no kubeconfig) one line says so and the daemon
+        carries on; the client library is imported only when Kubernetes is enabled.
+        """
+        k = self.config.kubernetes
+        if not k.enabled:
+            return
+        from watcher.kube import connect_kubernetes
+        from watcher.pods import PodDirectory
+
+        api = await connect_kubernetes(k.kubeconfig)
+        if api is None:
+            return
+        self._k8s_api = api
+        self.pods = PodDirectory(
+            api,
+            self.config.node,
+            refresh_s=k.pod_refresh_s,
+            proc_root=self.config.host_proc,
+            gpu_annotations=k.gpu_annotations,
+            gpu_resources=k.gpu_resources,
+        )
+        self.pipeline.pods = self.pods
+        if self.sampler is not None:
+            self.sampler.pods = self.pods
+        if k.events:
+            from watcher.k8s_events import XidEventPoster
+
+            self.k8s_events = XidEventPoster(
+                api,
+                self.config.node,
+                catalog=self.catalog,
+                actions=k.event_actions,
+                node_condition=k.node_condition,
+                quiet_s=k.node_condition_quiet_s,
             )
 
     async def _flush_checkpoints(self) -> None:
@@ -278,7 +338,7 @@ class Daemon:
             task.cancel()
         for source in self.sources:
             source.stop()
-        for part in (self.sampler, self.nvml_events, *self.services):
+        for part in self._stoppable_parts():
             if part is not None:
                 part.stop()
         parts = [*source_tasks, *stoppable]
@@ -294,6 +354,10 @@ class Daemon:
         await self.writer.aclose_connection()
         if self.sampler is not None:
             await self.sampler.close()
+        if self._k8s_api is not None:
+            from watcher.kube import close_kubernetes
+
+            await close_kubernetes(self._k8s_api)
         log.info(
             "daemon_stopped",
             stored=self.writer.stats.events_stored,

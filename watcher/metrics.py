@@ -133,6 +133,7 @@ class DaemonCollector(Collector):
         yield from self._sources()
         yield from self._writer()
         yield from self._sampler()
+        yield from self._kubernetes()
         xids = CounterMetricFamily(
             "xidwatch_xid_events",
             "XIDs and SXids since the daemon started, folded flood events included.",
@@ -218,6 +219,55 @@ class DaemonCollector(Collector):
             "When the last tick that read any GPU ran (0 before the first).",
             st.last_sample_ms / 1e3 if st else 0,
         )
+
+    def _kubernetes(self) -> Iterator[Metric]:
+        """Pod attribution and Events; all zero off a cluster (``xidwatch_k8s_up`` 0)."""
+        d = self._daemon
+        pods = d.pods.stats if d.pods is not None else None
+        yield _gauge(
+            "xidwatch_k8s_up",
+            "1: this node's pods are listed from the Kubernetes API (attribution works).",
+            d.pods is not None and d.pods.synced,
+        )
+        yield _gauge("xidwatch_k8s_pods", "Pods on this node, as last listed.", _n(pods, "pods"))
+        yield _counter(
+            "xidwatch_k8s_pod_list_failures",
+            "Listings of this node's pods that failed (the last good list is kept).",
+            _n(pods, "refresh_failures"),
+        )
+        lookups = CounterMetricFamily(
+            "xidwatch_k8s_pid_lookups",
+            "pid -> pod lookups: pod found, container unknown to the pod list, or other "
+            "(a host process, or gone before it was seen).",
+            labels=("result",),
+        )
+        hits, misses = _n(pods, "hits"), _n(pods, "misses")
+        for result, n in (("pod", hits), ("unknown_container", misses)):
+            lookups.add_metric((result,), n)
+        lookups.add_metric(("other",), _n(pods, "lookups") - hits - misses)
+        yield lookups
+        posted = d.k8s_events.stats if d.k8s_events is not None else None
+        yield _counter(
+            "xidwatch_k8s_events_posted", "Kubernetes Events created.", _n(posted, "posted")
+        )
+        yield _counter(
+            "xidwatch_k8s_event_failures",
+            "Event or Node condition writes the API refused or never answered.",
+            _n(posted, "post_failures") + _n(posted, "condition_failures"),
+        )
+        suppressed = CounterMetricFamily(
+            "xidwatch_k8s_events_suppressed",
+            "Fatal XIDs not posted as an Event, by why.",
+            labels=("reason",),
+        )
+        for reason in ("deduplicated", "rate_limited", "queue_dropped"):
+            suppressed.add_metric((reason,), _n(posted, reason))
+        yield suppressed
+
+
+def _n(stats: object, name: str) -> int:
+    """A counter of an optional stats object: 0 when the part is not running."""
+    return int(getattr(stats, name)) if stats is not None else 0
 
 
 def gpu_metrics(

@@ -20,7 +20,7 @@ from watcher.catalog import XidCatalog
 from watcher.clock import now_ms as wall_now_ms
 from watcher.injection import injected_id
 from watcher.nvml_events import NvmlXid
-from watcher.records import KERNEL_FACILITY, LogRecord
+from watcher.records import KERNEL_FACILITY, LogRecord, PodLookup
 from watcher.xid import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
 
 __all__ = ["PipelineStats", "XidPipeline"]
@@ -30,6 +30,9 @@ CROSS_SOURCE_WINDOW_MS = 2_000
 NVML_WITNESS_WINDOW_MS = 10_000  # kernel line and NVML event of one XID are this close
 NVML_HOLD_MS = 2_000  # how long an NVML XID waits for its kernel line
 _RECENT_MAX = 4096
+# An XID's pid is looked up in /proc only while it can still be that process: a line
+# replayed from an old log, or read back after a restart, names a pid since reused.
+ATTRIBUTION_MAX_AGE_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -74,6 +77,7 @@ class XidPipeline:
         self._pending: dict[str, SourceCursor] = {}
         self._last_79_ms: dict[str | None, int] = {}
         self._recent: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
+        self.pods: PodLookup | None = None  # Kubernetes attribution, when on a cluster
 
     def handle(self, record: LogRecord) -> None:
         """Parse one record; never raises for any text."""
@@ -92,7 +96,17 @@ class XidPipeline:
         if record.cursor is not None:
             self._pending.pop(record.cursor.source_key, None)
         self.stats.events += 1
-        self._put(event)
+        self._put(self._attributed(event))
+
+    def _attributed(self, event: XidEvent) -> XidEvent:
+        """The event with its process's pod, if it is recent enough to look the pid up."""
+        pods = self.pods
+        if pods is None or event.pid is None or event.injected:
+            return event
+        if abs(self._now_ms() - event.ts_ms) > ATTRIBUTION_MAX_AGE_MS:
+            return event
+        pod = pods.pod_for_pid(event.pid)
+        return event if pod is None else replace(event, pod=pod)
 
     def _admits(self, record: LogRecord) -> bool:
         """Whether a record's text may become an event.

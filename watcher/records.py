@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from store.records import SourceCursor
+from store.records import GpuInfo, GpuPod, PodRef, SourceCursor
 
-__all__ = ["KERNEL_FACILITY", "LogRecord", "LogSource", "Service"]
+__all__ = ["KERNEL_FACILITY", "LogRecord", "LogSource", "PodLookup", "Service"]
 
 KERNEL_FACILITY = 0
 
@@ -57,4 +57,20 @@ class Service(Protocol):
 
     def stop(self) -> None:
         """Ask :meth:`run` to return soon; safe to call more than once."""
+        ...
+
+
+class PodLookup(Protocol):
+    """Kubernetes attribution as the sampler and the pipeline use it (a PodDirectory).
+
+    Both calls are synchronous and cheap (a cached pod list and a ``/proc`` read), safe from
+    the sampler's worker thread.
+    """
+
+    def pod_for_pid(self, pid: int) -> PodRef | None:
+        """The pod a host pid runs in, or None (not in a container, gone and never seen)."""
+        ...
+
+    def gpu_pods(self, gpus: Sequence[GpuInfo]) -> list[GpuPod]:
+        """Pods holding GPUs by annotation or by requesting every GPU on the node."""
         ...

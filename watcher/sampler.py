@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pynvml
@@ -21,6 +21,7 @@ import structlog
 from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch
 from watcher.clock import now_ms as wall_now_ms
 from watcher.nvml import GpuLostError, NvmlDevice, init_nvml, shutdown_nvml
+from watcher.records import PodLookup
 
 __all__ = ["NvmlSampler", "SamplerStats"]
 
@@ -66,6 +67,7 @@ class NvmlSampler:
         self.stats = SamplerStats()
         self.devices: list[NvmlDevice] = []
         self.latest: dict[str, GpuSample] = {}
+        self.pods: PodLookup | None = None  # Kubernetes attribution, when on a cluster
         self._put = put
         self._now_ms = now_ms
         self._proc_root = proc_root
@@ -150,7 +152,15 @@ class NvmlSampler:
             processes.extend(procs)
         announce, self._announce = self._announce, []
         batch = SampleBatch(ts_ms, tuple(samples), tuple(processes), tuple(announce))
-        return _TickResult(batch, states)
+        return _TickResult(self._attributed(batch), states)
+
+    def _attributed(self, batch: SampleBatch) -> SampleBatch:
+        """The batch with each process's pod and the pods holding GPUs (on Kubernetes)."""
+        pods = self.pods
+        if pods is None:
+            return batch
+        processes = tuple(replace(p, pod=pods.pod_for_pid(p.pid)) for p in batch.processes)
+        return replace(batch, processes=processes, pods=tuple(pods.gpu_pods(self.gpus)))
 
     def _recovered(self, device: NvmlDevice, ts_ms: int, states: list[GpuStateEvent]) -> bool:
         """Probe a lost GPU by UUID; if it answers again, take its new handle."""

@@ -22,7 +22,7 @@ from store.errors import XidwatchError
 from store.flood import FloodPolicy
 from store.retention import RetentionPolicy
 from store.windows import parse_duration_ms
-from watcher.config import DaemonConfig, SimulationSpec
+from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
 
 __all__ = [
     "RELOADABLE",
@@ -75,8 +75,20 @@ class RunSettings(BaseModel):
     flood_burst: int | None = Field(default=None, ge=1)
     flood_per_minute: float | None = Field(default=None, ge=0.0)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
+    host_proc: Path | None = None
+    kubernetes: bool | None = None
+    kubeconfig: Path | None = None
+    pod_refresh: str | None = None
+    gpu_resources: list[str] | None = None
+    gpu_annotations: list[str] | None = None
+    k8s_events: bool | None = None
+    k8s_event_actions: list[str] | None = None
+    node_condition: str | None = Field(default=None, pattern=r"^([A-Z][A-Za-z0-9]{0,62})?$")
+    node_condition_quiet: str | None = None
 
-    @field_validator("retention_raw", "retention_1m", "retention_1h")
+    @field_validator(
+        "retention_raw", "retention_1m", "retention_1h", "pod_refresh", "node_condition_quiet"
+    )
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -100,10 +112,22 @@ class RunSettings(BaseModel):
     def _level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("log_files", "allowed_hosts", mode="before")
+    @field_validator(
+        "log_files", "allowed_hosts", "gpu_resources", "gpu_annotations", mode="before"
+    )
     @classmethod
     def _listify(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("k8s_event_actions", mode="before")
+    @classmethod
+    def _actions(cls, value: object) -> object:
+        """``RESET_GPU,RESTART_BM`` (a flag or variable) or a YAML list."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [a.strip().upper() for v in value for a in str(v).split(",") if a.strip()]
+        return value
 
 
 def parse_settings(values: Mapping[str, object], *, origin: Callable[[str], str]) -> RunSettings:
@@ -180,6 +204,26 @@ def daemon_config(s: RunSettings, *, config_file: Path | None = None) -> DaemonC
         auth_token_file=s.auth_token_file,
         allowed_hosts=tuple(s.allowed_hosts or ()),
         config_file=config_file,
+        host_proc=s.host_proc or defaults.host_proc,
+        kubernetes=_kubernetes(s),
+    )
+
+
+def _kubernetes(s: RunSettings) -> KubernetesConfig:
+    k = KubernetesConfig()
+    return KubernetesConfig(
+        enabled=_pick(s.kubernetes, k.enabled),
+        kubeconfig=s.kubeconfig,
+        pod_refresh_s=_duration_ms(s.pod_refresh, round(k.pod_refresh_s * 1000)) / 1000,
+        gpu_resources=tuple(s.gpu_resources or k.gpu_resources),
+        gpu_annotations=tuple(s.gpu_annotations or k.gpu_annotations),
+        events=_pick(s.k8s_events, k.events),
+        event_actions=tuple(s.k8s_event_actions or k.event_actions),
+        node_condition=s.node_condition or None,
+        node_condition_quiet_s=_duration_ms(
+            s.node_condition_quiet, round(k.node_condition_quiet_s * 1000)
+        )
+        / 1000,
     )
 
 

@@ -77,6 +77,13 @@ SELF_CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "xidwatch_nvml_up": ("gauge", NONE),
     "xidwatch_nvml_errors_total": ("counter", frozenset({"call"})),
     "xidwatch_last_successful_sample_timestamp_seconds": ("gauge", NONE),
+    "xidwatch_k8s_up": ("gauge", NONE),
+    "xidwatch_k8s_pods": ("gauge", NONE),
+    "xidwatch_k8s_pod_list_failures_total": ("counter", NONE),
+    "xidwatch_k8s_pid_lookups_total": ("counter", frozenset({"result"})),
+    "xidwatch_k8s_events_posted_total": ("counter", NONE),
+    "xidwatch_k8s_event_failures_total": ("counter", NONE),
+    "xidwatch_k8s_events_suppressed_total": ("counter", frozenset({"reason"})),
 }
 # What a lost GPU still exports: discovery facts and its state; the rest are readings.
 GPU_FACTS = {

@@ -133,3 +133,49 @@ def test_the_daemon_config_carries_every_layered_setting() -> None:
 def test_a_scenario_without_simulated_gpus_is_refused() -> None:
     with pytest.raises(SettingsError, match="--scenario needs --simulate"):
         daemon_config(_flags(db="/tmp/x.db", scenario="thermal-runaway"))
+
+
+def test_kubernetes_settings_reach_the_daemon_config(tmp_path: Path) -> None:
+    from_file = read_settings_file(
+        _file(
+            tmp_path,
+            "gpu_annotations: example.com/gpus\n"
+            "k8s_event_actions: [reset_gpu, 'RESTART_BM,CONTACT_SUPPORT']\n"
+            "node_condition_quiet: 30m\n",
+        )
+    )
+    flags = _flags(
+        db="x.db",
+        host_proc="/host/proc",
+        k8s_events=True,
+        node_condition="GpuXidFatal",
+        pod_refresh="10s",
+        gpu_resources=["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"],
+    )
+    cfg = daemon_config(layered(from_file, flags))
+    k = cfg.kubernetes
+    assert cfg.host_proc == Path("/host/proc")
+    assert (k.enabled, k.events, k.node_condition) == (True, True, "GpuXidFatal")
+    assert k.event_actions == ("RESET_GPU", "RESTART_BM", "CONTACT_SUPPORT")
+    assert (k.pod_refresh_s, k.node_condition_quiet_s) == (10.0, 1800.0)
+    assert k.gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.10gb")
+    assert k.gpu_annotations == ("example.com/gpus",)
+
+
+def test_kubernetes_defaults_are_attribution_on_and_no_writes() -> None:
+    k = daemon_config(_flags(db="x.db")).kubernetes
+    assert (k.enabled, k.events, k.node_condition) == (True, False, None)
+    assert k.event_actions == ("RESET_GPU", "RESTART_BM", "RESTART_VM")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"node_condition": "gpu fatal"}, "--node-condition: String should match pattern"),
+        ({"pod_refresh": "often"}, "--pod-refresh: 'often' is not a duration"),
+        ({"node_condition_quiet": "-1h"}, "--node-condition-quiet:"),
+    ],
+)
+def test_bad_kubernetes_settings_are_named(values: dict[str, object], expected: str) -> None:
+    with pytest.raises(SettingsError, match=expected):
+        _flags(**values)
