@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from store.records import Checkpoint, SourceCursor, XidEvent
+from collections.abc import Sequence
+
+from store.records import Checkpoint, GpuInfo, GpuPod, PodRef, SourceCursor, XidEvent
 from watcher.catalog import default_catalog
-from watcher.pipeline import XidPipeline
+from watcher.pipeline import ATTRIBUTION_MAX_AGE_MS, XidPipeline
 from watcher.records import LogRecord
 
 X79 = "NVRM: Xid (PCI:0000:86:00): 79, pid=9, name=t, GPU has fallen off the bus."
@@ -81,3 +83,31 @@ def test_sxid_detail_lines_are_not_events() -> None:
 def test_an_unknown_code_is_stored_with_an_unknown_action() -> None:
     (event,), _ = _run(_record("NVRM: Xid (PCI:0000:3b:00): 999, something new", 1))
     assert isinstance(event, XidEvent) and (event.xid, event.action) == (999, "UNKNOWN")
+
+
+class _Pods:
+    """Stands in for the PodDirectory (tested on its own against an API server): pid 4242
+    runs in ml/train; every lookup is recorded."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def pod_for_pid(self, pid: int) -> PodRef | None:
+        self.asked.append(pid)
+        return PodRef("ml", "train", "trainer") if pid == 4242 else None
+
+    def gpu_pods(self, gpus: Sequence[GpuInfo]) -> list[GpuPod]:
+        return []
+
+
+def test_a_live_xid_gets_its_pid_pod_and_an_old_line_is_not_looked_up() -> None:
+    line = "NVRM: Xid (PCI:0000:3b:00): 13, pid=4242, name=python3, Graphics Exception"
+    out: list[XidEvent | Checkpoint] = []
+    pods = _Pods()
+    pipeline = XidPipeline(out.append, default_catalog(), now_ms=lambda: 100_000)
+    pipeline.pods = pods
+    pipeline.handle(_record(line, 1, ts_ms=99_000))  # a second ago: the pid is still it
+    pipeline.handle(_record(line, 2, ts_ms=100_000 - ATTRIBUTION_MAX_AGE_MS - 1))  # replayed
+    live, old = (e for e in out if isinstance(e, XidEvent))
+    assert live.pod == PodRef("ml", "train", "trainer")
+    assert old.pod is None and pods.asked == [4242]
