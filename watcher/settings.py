@@ -172,6 +172,11 @@ def daemon_config(s: RunSettings, *, config_file: Path | None = None) -> DaemonC
             "--scenario needs --simulate N (scenarios drive simulated GPUs); "
             "in a config file, set simulate beside scenario"
         )
+    if s.node_condition and not s.k8s_events:
+        raise SettingsError(
+            "--node-condition needs --k8s-events (the condition is set with the Events, "
+            "under the same RBAC); in a config file, set k8s_events: true beside it"
+        )
     if s.db is None:
         raise SettingsError("no store path: give --db, XIDWATCH_DB or db in the config file")
     defaults, flood, retention = DaemonConfig(s.db), FloodPolicy(), RetentionPolicy()

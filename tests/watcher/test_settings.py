@@ -179,3 +179,8 @@ def test_kubernetes_defaults_are_attribution_on_and_no_writes() -> None:
 def test_bad_kubernetes_settings_are_named(values: dict[str, object], expected: str) -> None:
     with pytest.raises(SettingsError, match=expected):
         _flags(**values)
+
+
+def test_a_node_condition_without_events_is_refused() -> None:
+    with pytest.raises(SettingsError, match="--node-condition needs --k8s-events"):
+        daemon_config(_flags(db="x.db", node_condition="GpuXidFatal"))
