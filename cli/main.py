@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli import demo as demo_cmd
+from cli import gateway as gateway_cmd
 from cli import inject as inject_cmd
 from cli import run as run_cmd
 from cli import serving, telemetry
@@ -175,6 +176,7 @@ app.command(name="inject")(inject_cmd.inject)
 app.command(name="trend")(telemetry.trend)
 app.command(name="health")(telemetry.health)
 app.command(name="mcp")(serving.mcp)
+app.command(name="gateway")(gateway_cmd.gateway)
 app.command(name="ack")(telemetry.ack)
 
 

@@ -47,14 +47,19 @@ async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) ->
 
 
 class DaemonProcess:
-    """``xidwatch run`` on a free loopback port, its JSON logs in a file."""
+    """``xidwatch run`` on a free loopback port, its JSON logs in a file.
 
-    def __init__(self, tmp: Path, args: Sequence[str] = ()) -> None:
+    ``listen`` picks another address (``127.0.0.2:0``) or a fixed port, e.g. to restart a
+    daemon where it was.
+    """
+
+    def __init__(self, tmp: Path, args: Sequence[str] = (), *, listen: str = "127.0.0.1:0") -> None:
         self.db = tmp / "xidwatch.db"
         self.log = tmp / "daemon.log"
         self._out = self.log.open("w")
         argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(self.db)]
-        argv += ["--listen", "127.0.0.1:0", *args]
+        argv += ["--listen", listen, *args]
+        self.host = listen.rpartition(":")[0]
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
         try:
             self.port = self._wait_for_port()
@@ -62,7 +67,7 @@ class DaemonProcess:
             self.proc.kill()
             self.stop()
             raise
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
 
     def _wait_for_port(self) -> int:
         deadline = time.monotonic() + 30

@@ -1,0 +1,299 @@
+"""Fleet answers from node answers: pure functions, so ranking and totals test without HTTP.
+
+Node answers are read through small models that take only the fields used here (extra
+fields are ignored), so nodes a version ahead or behind still aggregate; a node whose
+answer cannot be read is reported as failed (``protocol``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TypedDict, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from mcp_server.gateway.fanout import FanOutResult, NodeFailure
+from mcp_server.gateway.models import (
+    FindingBrief,
+    FleetGpu,
+    FleetGpuHealth,
+    FleetHealth,
+    FleetInventory,
+    FleetXidCode,
+    FleetXidNode,
+    FleetXidRow,
+    FleetXidSummary,
+    NodeAttention,
+    NodeFailureModel,
+    NodeGpus,
+    NodesNeedingAttention,
+)
+from mcp_server.gateway.ranking import action_rank, action_tier
+from store.windows import format_ts
+from store.xid_workflows import FATAL_ACTIONS
+
+__all__ = ["fleet_health", "fleet_inventory", "fleet_xid_summary", "nodes_needing_attention"]
+
+M = TypeVar("M", bound=BaseModel)
+FINDINGS_PER_GPU = 3
+_STATUS_RANK = {"critical": 0, "warning": 1, "ok": 2}
+
+
+class _GpuList(BaseModel):
+    gpus: list[FleetGpu]
+
+
+class _SummaryRow(BaseModel):
+    kind: str
+    xid: int
+    pci_bus_id: str | None
+    action: str
+    count: int
+    first_ts_ms: int
+    last_ts_ms: int
+
+
+class _Summary(BaseModel):
+    rows: list[_SummaryRow]
+
+
+class _HealthGpuInfo(BaseModel):
+    index: int
+    name: str
+
+
+class _HealthGpu(BaseModel):
+    pci_bus_id: str
+    gpu: _HealthGpuInfo | None
+    status: str
+    score: int
+    findings: list[FindingBrief]
+
+
+class _Health(BaseModel):
+    gpus: list[_HealthGpu]
+
+
+def fleet_inventory(fan: FanOutResult) -> FleetInventory:
+    parsed, failed = _parse(fan, _GpuList)
+    nodes = [NodeGpus(node=node, gpus=answer.gpus) for node, answer in parsed]
+    models = Counter(g.name for n in nodes for g in n.gpus)
+    return FleetInventory(
+        **_meta(fan, failed),
+        gpus_total=sum(models.values()),
+        by_model=dict(models.most_common()),
+        nodes=nodes,
+    )
+
+
+def fleet_xid_summary(
+    fan: FanOutResult, *, since_ms: int, until_ms: int, limit: int = 500
+) -> FleetXidSummary:
+    parsed, failed = _parse(fan, _Summary)
+    rows = sorted((_xid_row(node, r) for node, answer in parsed for r in answer.rows), key=_worst)
+    return FleetXidSummary(
+        **_meta(fan, failed),
+        since=format_ts(since_ms),
+        until=format_ts(until_ms),
+        total=sum(r.count for r in rows),
+        nodes_with_xids=len({r.node for r in rows}),
+        by_node=_by_node(rows),
+        by_code=_by_code(rows),
+        rows=rows[:limit],
+        rows_truncated=len(rows) > limit,
+    )
+
+
+def fleet_health(fan: FanOutResult, *, since_ms: int, limit: int = 500) -> FleetHealth:
+    parsed, failed = _parse(fan, _Health)
+    gpus = _ranked_gpus(parsed)
+    return FleetHealth(
+        **_meta(fan, failed),
+        since=format_ts(since_ms),
+        gpus_total=len(gpus),
+        by_status=dict(Counter(g.status for g in gpus)),
+        gpus=gpus[:limit],
+        truncated=len(gpus) > limit,
+    )
+
+
+def nodes_needing_attention(
+    health: FanOutResult, xids: FanOutResult, *, since_ms: int
+) -> NodesNeedingAttention:
+    """Nodes with GPUs not ok, fatal XIDs in the window, or no answer, each with why."""
+    health_parsed, health_unreadable = _parse(health, _Health)
+    xid_parsed, xid_unreadable = _parse(xids, _Summary)
+    failed: dict[str, NodeFailure] = {}
+    for f in (*health.failures, *health_unreadable, *xids.failures, *xid_unreadable):
+        failed.setdefault(f.node, f)
+    sick = {node: [g for g in gpus if g.status != "ok"] for node, gpus in _by(health_parsed)}
+    fatal = {
+        node: sorted(
+            (_xid_row(node, r) for r in answer.rows if r.action in FATAL_ACTIONS), key=_worst
+        )
+        for node, answer in xid_parsed
+    }
+    asked = sorted({*_names(health), *_names(xids)})
+    entries = [
+        entry
+        for node in asked
+        if (entry := _attention(node, sick.get(node, []), fatal.get(node, []), failed.get(node)))
+    ]
+    entries.sort(key=lambda e: (_ATTENTION_RANK[e.status], -len(e.reasons), e.node))
+    return NodesNeedingAttention(
+        nodes_asked=len(asked),
+        nodes_answered=len(asked) - len(failed),
+        nodes_failed=[_failure(f) for f in sorted(failed.values(), key=lambda f: f.node)],
+        since=format_ts(since_ms),
+        nodes=entries,
+        nodes_ok=len(asked) - len(entries),
+    )
+
+
+_ATTENTION_RANK = {"critical": 0, "unreachable": 1, "warning": 2}
+
+
+def _names(fan: FanOutResult) -> list[str]:
+    return [a.node for a in fan.answers] + [f.node for f in fan.failures]
+
+
+def _attention(
+    node: str, sick: list[FleetGpuHealth], fatal: list[FleetXidRow], failure: NodeFailure | None
+) -> NodeAttention | None:
+    reasons = [f"not answering: {failure.reason}: {failure.error}"] if failure else []
+    reasons += [f"GPU {_gpu_name(g)} {g.status}: {_first_finding(g)}" for g in sick]
+    reasons += [
+        f"XID {x.xid} ({x.action}) x{x.count} on {x.pci_bus_id or 'unknown GPU'}, last {x.last_ts}"
+        for x in fatal
+    ]
+    if not reasons:
+        return None
+    if any(g.status == "critical" for g in sick) or fatal:
+        status = "critical"
+    elif failure is not None:
+        status = "unreachable"
+    else:
+        status = "warning"
+    return NodeAttention(node=node, status=status, reasons=reasons, gpus=sick, fatal_xids=fatal)
+
+
+def _gpu_name(g: FleetGpuHealth) -> str:
+    return g.pci_bus_id if g.index is None else str(g.index)
+
+
+def _first_finding(g: FleetGpuHealth) -> str:
+    return g.findings[0].message if g.findings else "no finding given"
+
+
+def _by(parsed: Sequence[tuple[str, _Health]]) -> Iterable[tuple[str, list[FleetGpuHealth]]]:
+    for node, answer in parsed:
+        yield node, [_gpu_health(node, g) for g in answer.gpus]
+
+
+def _ranked_gpus(parsed: Sequence[tuple[str, _Health]]) -> list[FleetGpuHealth]:
+    gpus = [g for _, gs in _by(parsed) for g in gs]
+    return sorted(
+        gpus, key=lambda g: (g.score, _STATUS_RANK.get(g.status, 0), g.node, g.pci_bus_id)
+    )
+
+
+def _gpu_health(node: str, g: _HealthGpu) -> FleetGpuHealth:
+    return FleetGpuHealth(
+        node=node,
+        pci_bus_id=g.pci_bus_id,
+        index=g.gpu.index if g.gpu else None,
+        name=g.gpu.name if g.gpu else None,
+        status=g.status,
+        score=g.score,
+        findings=g.findings[:FINDINGS_PER_GPU],
+    )
+
+
+def _worst(r: FleetXidRow) -> tuple[int, int, str, str, int]:
+    return (action_rank(r.action), -r.count, r.node, r.pci_bus_id or "", r.xid)
+
+
+def _xid_row(node: str, r: _SummaryRow) -> FleetXidRow:
+    return FleetXidRow(
+        node=node,
+        pci_bus_id=r.pci_bus_id,
+        kind=r.kind,
+        xid=r.xid,
+        action=r.action,
+        tier=action_tier(r.action),
+        count=r.count,
+        first_ts=format_ts(r.first_ts_ms),
+        last_ts=format_ts(r.last_ts_ms),
+    )
+
+
+def _by_node(rows: Sequence[FleetXidRow]) -> list[FleetXidNode]:
+    grouped: dict[str, list[FleetXidRow]] = defaultdict(list)
+    for r in rows:  # already worst first, so each node's first row is its worst
+        grouped[r.node].append(r)
+    out = [
+        FleetXidNode(
+            node=node,
+            total=sum(r.count for r in rs),
+            worst_action=rs[0].action,
+            worst_tier=rs[0].tier,
+            codes=sorted({r.xid for r in rs}),
+        )
+        for node, rs in grouped.items()
+    ]
+    return sorted(out, key=lambda n: (action_rank(n.worst_action), -n.total, n.node))
+
+
+def _by_code(rows: Sequence[FleetXidRow]) -> list[FleetXidCode]:
+    grouped: dict[tuple[str, int, str], list[FleetXidRow]] = defaultdict(list)
+    for r in rows:
+        grouped[(r.kind, r.xid, r.action)].append(r)
+    out = [
+        FleetXidCode(
+            kind=kind,
+            xid=xid,
+            action=action,
+            tier=action_tier(action),
+            count=sum(r.count for r in rs),
+            nodes=len({r.node for r in rs}),
+            gpus=len({(r.node, r.pci_bus_id) for r in rs}),
+        )
+        for (kind, xid, action), rs in grouped.items()
+    ]
+    return sorted(out, key=lambda c: (action_rank(c.action), -c.count, c.xid))
+
+
+def _parse(fan: FanOutResult, model: type[M]) -> tuple[list[tuple[str, M]], list[NodeFailure]]:
+    parsed: list[tuple[str, M]] = []
+    failed: list[NodeFailure] = []
+    for answer in fan.answers:
+        try:
+            parsed.append((answer.node, model.model_validate(answer.result)))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            failed.append(
+                NodeFailure(answer.node, "protocol", f"unreadable answer ({where}: {first['msg']})")
+            )
+    return parsed, failed
+
+
+class _Meta(TypedDict):
+    nodes_asked: int
+    nodes_answered: int
+    nodes_failed: list[NodeFailureModel]
+
+
+def _meta(fan: FanOutResult, unreadable: Sequence[NodeFailure]) -> _Meta:
+    failures = sorted((*fan.failures, *unreadable), key=lambda f: f.node)
+    asked = len(fan.answers) + len(fan.failures)
+    return _Meta(
+        nodes_asked=asked,
+        nodes_answered=asked - len(failures),
+        nodes_failed=[_failure(f) for f in failures],
+    )
+
+
+def _failure(f: NodeFailure) -> NodeFailureModel:
+    return NodeFailureModel(node=f.node, reason=f.reason, error=f.error)

@@ -1,0 +1,230 @@
+"""The fleet: the nodes discovery found, a way to ask one or all, and the fleet questions.
+
+This is the gateway's programmatic entry point; the MCP tools are thin shells over it::
+
+    async with Fleet.static({"gpu-1": "http://10.0.3.1:9400"}) as fleet:
+        summary = await fleet.xid_summary("7d")
+
+Windows are resolved once, here, into absolute times sent to every node, so every node
+answers for the same window whatever its clock or the moment it was reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx2
+import structlog
+
+from mcp_server.gateway import aggregate
+from mcp_server.gateway.breaker import BreakerState
+from mcp_server.gateway.client import NodeClient
+from mcp_server.gateway.discovery import (
+    Discovery,
+    NodeLister,
+    NodeRef,
+    StaticNodes,
+    static_node,
+)
+from mcp_server.gateway.errors import GatewayError
+from mcp_server.gateway.fanout import CallPolicy, FanOut, FanOutResult, NodeAnswer, NodeState
+from mcp_server.gateway.metrics import GatewayMetrics
+from mcp_server.gateway.models import (
+    FleetHealth,
+    FleetInventory,
+    FleetXidSummary,
+    NodesNeedingAttention,
+)
+from store.errors import InvalidQueryError
+from store.windows import format_ts, parse_duration_ms, parse_instant_ms
+from watcher.clock import now_ms as wall_now_ms
+
+__all__ = ["MAX_WINDOW", "Fleet", "UnknownNodeError"]
+
+log = structlog.get_logger("mcp_server.gateway.fleet")
+
+MAX_WINDOW = "400d"  # the longest the nodes keep anything (1-hour rollups, XIDs)
+_NAMES_SHOWN = 50
+
+
+class UnknownNodeError(GatewayError):
+    """A node name discovery does not know."""
+
+
+class Fleet:
+    """Discovered nodes and calls to them; use ``async with`` (it owns connections)."""
+
+    def __init__(
+        self,
+        lister: NodeLister,
+        *,
+        policy: CallPolicy | None = None,
+        token: str | None = None,
+        refresh_s: float = 30.0,
+        source: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now_ms: Callable[[], int] = wall_now_ms,
+    ) -> None:
+        self.policy = policy or CallPolicy()
+        self.source = source or type(lister).__name__
+        self.discovery = Discovery(lister, refresh_s=refresh_s, on_change=self._sync)
+        self.metrics = GatewayMetrics(self._breaker_states, self._discovery_counts)
+        limits = httpx2.Limits(
+            max_connections=self.policy.concurrency,
+            max_keepalive_connections=self.policy.concurrency,
+        )
+        self._http = httpx2.AsyncClient(limits=limits, follow_redirects=False)
+        self._fanout = FanOut(
+            NodeClient(self._http, token),
+            self.metrics,
+            self.policy,
+            clock=clock,
+            sleep=sleep,
+            now_ms=now_ms,
+        )
+        self._states: dict[str, NodeState] = {}
+        self._now_ms = now_ms
+        self._refresher: asyncio.Task[None] | None = None
+        self._static = isinstance(lister, StaticNodes)
+
+    @classmethod
+    def static(cls, nodes: Mapping[str, str] | Iterable[NodeRef], **options: Any) -> Fleet:
+        """A fleet of fixed nodes: ``{"name": "http://host:9400"}`` or NodeRefs."""
+        refs = (
+            [static_node(name, url) for name, url in nodes.items()]
+            if isinstance(nodes, Mapping)
+            else list(nodes)
+        )
+        return cls(StaticNodes(tuple(sorted(refs))), source="static (--node)", **options)
+
+    async def __aenter__(self) -> Fleet:
+        await self.discovery.refresh()
+        if not self._static and self.discovery.refresh_s > 0:
+            self._refresher = asyncio.create_task(self.discovery.run(), name="discovery")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop refreshing and close every connection (to the nodes and to the API)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        await self._http.aclose()
+        await self.discovery.lister.aclose()
+
+    # nodes
+
+    def nodes(self) -> list[NodeState]:
+        """Every known node, by name."""
+        return [self._states[name] for name in sorted(self._states)]
+
+    def node(self, name: str) -> NodeState:
+        """The node called ``name``, or an error listing the nodes there are."""
+        state = self._states.get(name)
+        if state is None:
+            raise UnknownNodeError(f"no node {name!r}; {self._known()}")
+        return state
+
+    def readiness(self) -> dict[str, str | None]:
+        """For ``/readyz``: ready once discovery has worked at least once."""
+        d = self.discovery
+        return {"discovery": None if d.succeeded else (d.last_error or "not yet listed")}
+
+    # calls
+
+    async def call(self, node: str, tool: str, args: Mapping[str, Any]) -> NodeAnswer:
+        """One node's answer to ``tool``; a :class:`NodeCallError` says why there is none."""
+        return await self._fanout.call(self.node(node), tool, args)
+
+    async def fan_out(self, tool: str, args: Mapping[str, Any]) -> FanOutResult:
+        """Every node's answer to ``tool``, or why not; raises only when no node is known."""
+        states = self.nodes()
+        if not states:
+            raise GatewayError(f"no node daemons known: {self._known()}")
+        return await self._fanout.gather(states, tool, args)
+
+    # fleet questions
+
+    async def inventory(self) -> FleetInventory:
+        """Every node's GPUs."""
+        return aggregate.fleet_inventory(await self.fan_out("list_gpus", {}))
+
+    async def xid_summary(
+        self, since: str = "24h", until: str | None = None, *, limit: int = 500
+    ) -> FleetXidSummary:
+        """Which nodes and GPUs had which XIDs in the window, worst action first."""
+        since_ms, until_ms = self.window(since, until)
+        args = {"since": format_ts(since_ms), "until": format_ts(until_ms)}
+        fan = await self.fan_out("summarize_xid_events", args)
+        return aggregate.fleet_xid_summary(fan, since_ms=since_ms, until_ms=until_ms, limit=limit)
+
+    async def health(self, since: str = "24h", *, limit: int = 500) -> FleetHealth:
+        """Every GPU's health across the fleet, worst first."""
+        since_ms, _ = self.window(since, None)
+        fan = await self.fan_out("get_gpu_health", {"since": format_ts(since_ms)})
+        return aggregate.fleet_health(fan, since_ms=since_ms, limit=limit)
+
+    async def needing_attention(self, since: str = "24h") -> NodesNeedingAttention:
+        """Nodes with unhealthy GPUs, fatal XIDs in the window, or no answer, with why."""
+        since_ms, until_ms = self.window(since, None)
+        health, xids = await asyncio.gather(
+            self.fan_out("get_gpu_health", {"since": format_ts(since_ms)}),
+            self.fan_out(
+                "summarize_xid_events",
+                {"since": format_ts(since_ms), "until": format_ts(until_ms)},
+            ),
+        )
+        return aggregate.nodes_needing_attention(health, xids, since_ms=since_ms)
+
+    def window(self, since: str, until: str | None) -> tuple[int, int]:
+        """(since_ms, until_ms), checked: start before end, at most :data:`MAX_WINDOW`."""
+        now = self._now_ms()
+        since_ms = parse_instant_ms(since, now_ms=now)
+        until_ms = parse_instant_ms(until, now_ms=now) if until else now
+        if since_ms >= until_ms:
+            raise InvalidQueryError(f"since ({since}) must be before until ({until or 'now'})")
+        if until_ms - since_ms > parse_duration_ms(MAX_WINDOW):
+            raise InvalidQueryError(f"the window is longer than {MAX_WINDOW}; ask for less")
+        return since_ms, until_ms
+
+    # internals
+
+    def _sync(self, refs: Sequence[NodeRef]) -> None:
+        """Follow discovery: a new node, or one at a new address (a new pod), starts afresh."""
+        old, self._states = self._states, {}
+        for ref in refs:
+            state = old.pop(ref.name, None)
+            if state is None or state.ref != ref:
+                state = self._fanout.new_state(ref)
+            self._states[ref.name] = state
+        for gone in old:
+            self.metrics.forget(gone)
+
+    def _known(self) -> str:
+        names = sorted(self._states)
+        if not names:
+            error = self.discovery.last_error
+            return f"discovery has found none yet ({self.source}{f'; {error}' if error else ''})"
+        more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+        return f"known nodes: {', '.join(names[:_NAMES_SHOWN])}{more}"
+
+    def _breaker_states(self) -> list[tuple[str, BreakerState]]:
+        return [(s.ref.name, s.breaker.state) for s in self.nodes()]
+
+    def _discovery_counts(self) -> tuple[int, int]:
+        return len(self._states), self.discovery.failures
