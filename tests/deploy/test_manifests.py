@@ -1,6 +1,8 @@
 """deploy/: the kustomize tree renders, every object is valid Kubernetes, and the DaemonSet
 keeps the promises docs/operations.md makes (what it can touch, where its data lives, how it
-is probed, rolled and scheduled); the PrometheusRule is the rule file's; the Dockerfile.
+is probed, rolled and scheduled); the gateway reads pods in its namespace and nothing else,
+runs restricted and finds the daemons; the k8s-events component is the only write access;
+the PrometheusRule is the rule file's; the Dockerfile.
 
 The tree is rendered here without kubectl by a small kustomize (resources, components,
 JSON 6902 patches, namespace, images: the features deploy/ uses; any other field fails the
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "base"
 COMPONENTS = DEPLOY / "components"
+GATEWAY = DEPLOY / "gateway"
 EXAMPLE = DEPLOY / "overlays" / "example"
 RULES = REPO / "alerts" / "xidwatch.rules.yml"
 
@@ -169,8 +172,22 @@ def base() -> list[Manifest]:
     return render(BASE)
 
 
+def gateway() -> list[Manifest]:
+    return render(GATEWAY)
+
+
+def base_and_gateway() -> list[Manifest]:
+    """What an overlay listing both ``../../base`` and ``../../gateway`` renders."""
+    return base() + gateway()
+
+
 def with_component(name: str) -> list[Manifest]:
-    return render(COMPONENTS / name, base())
+    """``name`` on the base; a ``gateway-*`` component on the base and the gateway."""
+    return render(COMPONENTS / name, base_and_gateway() if _for_gateway(name) else base())
+
+
+def _for_gateway(component: str) -> bool:
+    return component.startswith("gateway-")
 
 
 def one(objects: list[Manifest], kind: str) -> Manifest:
@@ -208,12 +225,45 @@ def mount(container: Manifest, volume: str) -> Manifest:
     return mount
 
 
+def gateway_pod(objects: list[Manifest]) -> Manifest:
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    spec: Manifest = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def gateway_container(objects: list[Manifest]) -> Manifest:
+    containers = gateway_pod(objects)["containers"]
+    assert len(containers) == 1
+    container: Manifest = containers[0]
+    return container
+
+
+def workloads(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    """(kind/name, pod spec) of every DaemonSet and Deployment."""
+    for obj in objects:
+        if obj["kind"] in ("DaemonSet", "Deployment"):
+            yield f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
+
+
+def grants(role: Manifest) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) for every rule of a Role or ClusterRole."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def builds() -> Iterator[tuple[str, list[Manifest]]]:
     yield "base", base()
+    yield "gateway", gateway()
     for component in sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir()):
         if component == "prometheus-operator" and not _prometheusrule_path().exists():
             continue  # waits for alerts/xidwatch.rules.yml; see the drift test
-        yield f"base+{component}", with_component(component)
+        onto = "base+gateway" if _for_gateway(component) else "base"
+        yield f"{onto}+{component}", with_component(component)
     if (EXAMPLE / "kustomization.yaml").exists() and _prometheusrule_path().exists():
         yield "overlays/example", render(EXAMPLE)
 
@@ -243,21 +293,32 @@ def test_every_manifest_matches_the_kubernetes_schema(k8s_version: str) -> None:
     assert checked >= 7
 
 
-def test_daemonset_passes_checks_the_api_server_makes_beyond_the_schema() -> None:
+def test_workloads_pass_checks_the_api_server_makes_beyond_the_schema() -> None:
+    seen = set()
     for build, objects in builds():
-        pod, container = daemon_pod(objects), daemon_container(objects)
-        volumes = [v["name"] for v in pod["volumes"]]
-        assert len(volumes) == len(set(volumes)), build
-        assert {m["name"] for m in container["volumeMounts"]} <= set(volumes), build
-        env = [e["name"] for e in container["env"]]
-        assert len(env) == len(set(env)), build
-        ports = {p["name"] for p in container["ports"]}
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            port = container[probe]["httpGet"]["port"]
-            assert not isinstance(port, str) or port in ports, (build, probe)
-        ctx = container["securityContext"]
-        # Refused by validation: privileged with allowPrivilegeEscalation false.
-        assert not (ctx.get("privileged") and ctx.get("allowPrivilegeEscalation") is False), build
+        for name, pod in workloads(objects):
+            where = f"{build}: {name}"
+            seen.add(name)
+            [container] = pod["containers"]
+            volumes = [v["name"] for v in pod["volumes"]]
+            assert len(volumes) == len(set(volumes)), where
+            assert {m["name"] for m in container["volumeMounts"]} <= set(volumes), where
+            env = [e["name"] for e in container["env"]]
+            assert len(env) == len(set(env)), where
+            ports = {p["name"] for p in container["ports"]}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe in container:
+                    port = container[probe]["httpGet"]["port"]
+                    assert not isinstance(port, str) or port in ports, (where, probe)
+            ctx = container["securityContext"]
+            # Refused by validation: privileged with allowPrivilegeEscalation false.
+            assert not (ctx.get("privileged") and ctx.get("allowPrivilegeEscalation") is False), (
+                where
+            )
+            # $(VAR) in args expands only from the container's own env; a typo stays literal.
+            referenced = {m for a in container["args"] for m in re.findall(r"\$\((\w+)\)", a)}
+            assert referenced <= set(env), (where, sorted(referenced - set(env)))
+    assert seen == {"DaemonSet/xidwatch", "Deployment/xidwatch-gateway"}
 
 
 def test_every_namespaced_object_lands_in_gpu_monitoring() -> None:
@@ -322,7 +383,19 @@ def test_privileged_is_the_only_elevated_setting_of_the_daemon() -> None:
     assert {name: p["path"] for name, p in host_paths(objects).items()} == {
         "kmsg": "/dev/kmsg",
         "data": "/var/lib/xidwatch",
+        "host-proc": "/proc",
     }
+
+
+def test_host_proc_is_mounted_read_only_where_the_daemon_looks_for_it() -> None:
+    # GPU processes' names and cgroups (so their pods) without the host's pid namespace.
+    objects = base()
+    container = daemon_container(objects)
+    assert host_paths(objects)["host-proc"] == {"path": "/proc", "type": "Directory"}
+    proc = mount(container, "host-proc")
+    assert proc["readOnly"] is True
+    assert arg_values(container, "--host-proc") == [proc["mountPath"]]
+    assert daemon_pod(objects).get("hostPID", False) is False
 
 
 def test_kmsg_is_mounted_read_only_as_a_character_device() -> None:
@@ -546,13 +619,219 @@ def test_example_overlay_sets_the_image_and_combines_components() -> None:
     objects = render(EXAMPLE)
     container = daemon_container(objects)
     assert container["image"] == "registry.example.com/gpu/xidwatch:0.1.0"
+    assert gateway_container(objects)["image"] == container["image"]
     assert "XIDWATCH_AUTH_TOKEN_FILE" in {e["name"] for e in container["env"]}
+    # Nodes that want a token, and a gateway that sends it.
+    assert arg_values(gateway_container(objects), "--node-token-file")
     assert {"ServiceMonitor", "PrometheusRule"} <= {obj["kind"] for obj in objects}
+
+
+# The gateway.
+
+
+def test_gateway_rbac_is_namespaced_and_only_lists_and_watches_pods() -> None:
+    objects = gateway()
+    assert not [obj for obj in objects if obj["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    role, binding = one(objects, "Role"), one(objects, "RoleBinding")
+    account = one(objects, "ServiceAccount")
+    assert grants(role) == {("", "pods", "list"), ("", "pods", "watch")}
+    assert not any("resourceNames" in rule for rule in role["rules"])
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "gpu-monitoring"
+    assert gateway_pod(objects)["serviceAccountName"] == account["metadata"]["name"]
+    # Not the daemon's account, whose ClusterRole reads every pod in the cluster.
+    assert account["metadata"]["name"] != one(base(), "ServiceAccount")["metadata"]["name"]
+
+
+def test_gateway_discovers_the_daemonsets_pods_in_its_own_namespace() -> None:
+    objects = base_and_gateway()
+    container = gateway_container(objects)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert arg_values(container, "--namespace") == ["$(POD_NAMESPACE)"]
+    [selector] = arg_values(container, "--selector")
+    wanted = dict(term.split("=", 1) for term in selector.split(","))
+    daemonset = one(objects, "DaemonSet")
+    assert wanted == daemonset["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+    gateway_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not wanted.items() <= gateway_labels.items()
+    [port] = arg_values(container, "--node-port")
+    daemon_ports = {p["name"]: p["containerPort"] for p in daemon_container(objects)["ports"]}
+    assert int(port) == daemon_ports["http"]
+    # Everything namespaced comes from the downward API, so an overlay's namespace: holds.
+    assert "gpu-monitoring" not in json.dumps(one(objects, "Deployment")["spec"])
+
+
+def test_gateway_meets_the_restricted_pod_security_standard() -> None:
+    allowed_volumes = {"emptyDir", "secret", "configMap", "projected", "downwardAPI"}
+    for build, objects in builds():
+        if not any(obj["kind"] == "Deployment" for obj in objects):
+            continue
+        pod, container = gateway_pod(objects), gateway_container(objects)
+        pod_ctx, ctx = pod["securityContext"], container["securityContext"]
+        assert pod_ctx["runAsNonRoot"] is True, build
+        assert pod_ctx["runAsUser"] != 0, build
+        assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}, build
+        assert ctx["privileged"] is False, build
+        assert ctx["allowPrivilegeEscalation"] is False, build
+        assert ctx["readOnlyRootFilesystem"] is True, build
+        assert ctx["capabilities"] == {"drop": ["ALL"]}, build
+        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+            assert pod.get(host_namespace, False) is False, (build, host_namespace)
+        for volume in pod["volumes"]:
+            assert set(volume) - {"name"} <= allowed_volumes, (build, volume["name"])
+        assert not any("hostPort" in p for p in container["ports"]), build
+        resources = container["resources"]
+        for kind in ("cpu", "memory"):
+            assert kind in resources["requests"] and kind in resources["limits"], (build, kind)
+
+
+def test_gateway_service_and_probes_use_the_listen_port() -> None:
+    objects = base_and_gateway()
+    container = gateway_container(objects)
+    [listen] = arg_values(container, "--listen")
+    host, _, port = listen.rpartition(":")
+    assert host == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": int(port)}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    [service] = [s for s in objects if s["kind"] == "Service" and "clusterIP" not in s["spec"]]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": int(port), "targetPort": "http", "protocol": "TCP"}
+    ]
+    deployment = one(objects, "Deployment")
+    gateway_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    daemon_labels = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= gateway_labels.items()
+    assert not deployment["spec"]["selector"]["matchLabels"].items() <= daemon_labels.items()
+    assert service["spec"]["selector"].items() <= gateway_labels.items()
+    assert not service["spec"]["selector"].items() <= daemon_labels.items()
+    # Nor do the daemons' headless Service (and so the ServiceMonitor) pick up the gateway.
+    [headless] = [s for s in objects if s["kind"] == "Service" and s is not service]
+    assert not headless["spec"]["selector"].items() <= gateway_labels.items()
+
+
+def test_gateway_accepts_its_service_names_as_host_in_any_namespace() -> None:
+    objects = gateway()
+    hosts = arg_values(gateway_container(objects), "--allowed-host")
+    name = one(objects, "Service")["metadata"]["name"]
+    assert "$(POD_IP)" in hosts
+    for namespace in ("gpu-monitoring", "gpu-observability"):
+        expanded = {h.replace("$(POD_NAMESPACE)", namespace) for h in hosts}
+        assert {
+            name,
+            f"{name}.{namespace}",
+            f"{name}.{namespace}.svc",
+            f"{name}.{namespace}.svc.cluster.local",
+        } <= expanded
+
+
+def _secret_behind(pod: Manifest, container: Manifest, flag: str) -> str:
+    """The Secret whose key the file named by ``--flag=PATH`` is, checking the mount."""
+    [path] = arg_values(container, flag)
+    [mounted] = [m for m in container["volumeMounts"] if Path(path).parent == Path(m["mountPath"])]
+    assert mounted["readOnly"] is True, flag
+    [volume] = [v for v in pod["volumes"] if v["name"] == mounted["name"]]
+    assert [item["path"] for item in volume["secret"]["items"]] == [Path(path).name], flag
+    name: str = volume["secret"]["secretName"]
+    return name
+
+
+def test_gateway_auth_token_component_sends_the_nodes_token_and_requires_its_own() -> None:
+    assert not arg_values(gateway_container(gateway()), "--node-token-file")
+    assert not arg_values(gateway_container(gateway()), "--auth-token-file")
+    objects = with_component("gateway-auth-token")
+    pod, container = gateway_pod(objects), gateway_container(objects)
+    [node_volume] = [
+        v for v in daemon_pod(with_component("auth-token"))["volumes"] if "secret" in v
+    ]
+    nodes_secret = _secret_behind(pod, container, "--node-token-file")
+    assert nodes_secret == node_volume["secret"]["secretName"]
+    assert _secret_behind(pod, container, "--auth-token-file") not in ("", nodes_secret)
+    # The gateway is not root: the files are readable through the pod's group, by no one else.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    for volume in pod["volumes"]:
+        if "secret" in volume:
+            mode = volume["secret"]["defaultMode"]
+            assert mode & 0o040 and not mode & 0o007, oct(mode)
+    assert not [obj for obj in objects if obj["kind"] == "Secret"]  # never committed
+
+
+# The k8s-events component: the only write access to the API server.
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
+K8S_EVENTS_GRANTS = {
+    ("", "events", "create"),
+    ("", "events", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+    ("", "nodes/status", "patch"),
+    ("", "nodes", "get"),
+}
+
+
+def test_api_writes_are_granted_only_by_the_k8s_events_component() -> None:
+    for build, objects in builds():
+        roles = [obj for obj in objects if obj["kind"] in ("Role", "ClusterRole")]
+        writes = {g for role in roles for g in grants(role) if g[2] in WRITE_VERBS}
+        expected = {g for g in K8S_EVENTS_GRANTS if g[2] in WRITE_VERBS}
+        assert writes == (expected if build.endswith("+k8s-events") else set()), build
+
+
+def test_k8s_events_role_is_bound_to_the_daemons_account_beside_the_read_only_one() -> None:
+    objects = with_component("k8s-events")
+    roles = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "ClusterRole"}
+    [name] = set(roles) - {one(base(), "ClusterRole")["metadata"]["name"]}
+    assert grants(roles[name]) == K8S_EVENTS_GRANTS
+    assert not any("resourceNames" in rule for rule in roles[name]["rules"])
+    [binding] = [
+        obj
+        for obj in objects
+        if obj["kind"] == "ClusterRoleBinding" and obj["roleRef"]["name"] == name
+    ]
+    account = one(objects, "ServiceAccount")
+    assert binding["roleRef"]["kind"] == "ClusterRole"
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert daemon_pod(objects)["serviceAccountName"] == account["metadata"]["name"]
+    # The base's read-only role is untouched.
+    assert roles[one(base(), "ClusterRole")["metadata"]["name"]] == one(base(), "ClusterRole")
+
+
+def test_k8s_events_component_only_adds_its_flags_to_the_daemon() -> None:
+    before, after = base(), with_component("k8s-events")
+    added = ["--k8s-events", "--node-condition=GpuXidFatal"]
+    assert daemon_container(after)["args"] == daemon_container(before)["args"] + added
+    daemon_container(after)["args"] = daemon_container(before)["args"]
+    assert one(after, "DaemonSet") == one(before, "DaemonSet")
+    for build, objects in builds():
+        if build.endswith("+k8s-events") or not any(o["kind"] == "DaemonSet" for o in objects):
+            continue
+        args = daemon_container(objects)["args"]
+        assert not [a for a in args if a.startswith(("--k8s-event", "--node-condition"))], build
 
 
 def _cross_check_targets() -> list[str]:
     components = [f"components/{p.name}" for p in sorted(COMPONENTS.iterdir())]
-    return ["base", *components, "example", "namespace:gpu-observability"]
+    return ["base", "gateway", *components, "example", "namespace:gpu-observability"]
 
 
 @pytest.mark.parametrize("target", _cross_check_targets())
@@ -566,15 +845,20 @@ def test_real_kustomize_renders_what_the_test_renderer_does(target: str, tmp_pat
         pytest.skip("prometheusrule.yaml is not generated yet")
     if target == "base":
         directory = BASE
+    elif target == "gateway":
+        directory = GATEWAY
     elif target == "example":
         directory = EXAMPLE
-    else:  # an overlay of the base as a user would write it: one component, or a namespace
+    else:  # an overlay as a user would write it: one component, or a namespace
         directory = tmp_path / "overlay"
         directory.mkdir()
+        with_gateway = target.startswith("namespace:") or _for_gateway(target.partition("/")[2])
         kustomization: Manifest = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": [os.path.relpath(BASE, directory)],
+            "resources": [
+                os.path.relpath(d, directory) for d in (BASE, GATEWAY)[: 2 if with_gateway else 1]
+            ],
         }
         if target.startswith("namespace:"):
             kustomization["namespace"] = target.partition(":")[2]
@@ -593,24 +877,79 @@ def test_real_kustomize_renders_what_the_test_renderer_does(target: str, tmp_pat
     assert sorted(render(directory), key=key) == theirs
 
 
+# As the kubelet expands $(VAR) in args: values the downward API would give.
+POD_ENV = {"POD_IP": "10.0.0.7", "POD_NAMESPACE": "gpu-monitoring"}
+
+
+def _cli() -> tuple[Any, Any]:
+    """The ``xidwatch`` click group and its context (typer's own click: typed loosely here)."""
+    group: Any = typer.main.get_command(cli_app)
+    return group, group.context_class(group, info_name="xidwatch")
+
+
+def xidwatch_command(name: str) -> Any:
+    """The click command ``xidwatch name``, or None."""
+    group, parent = _cli()
+    return group.get_command(parent, name)
+
+
+def parse_args(container: Manifest) -> tuple[Any, dict[str, Any]]:
+    """The container's args parsed by the real ``xidwatch`` CLI: (command, parameters)."""
+    args = [re.sub(r"\$\((\w+)\)", lambda m: POD_ENV[m[1]], a) for a in container["args"]]
+    command = xidwatch_command(args[0])
+    assert command is not None, f"xidwatch has no command {args[0]!r}"
+    return command, command.make_context(args[0], args[1:], parent=_cli()[1]).params
+
+
+def option_envvars(command: Any) -> set[str]:
+    return {
+        name
+        for param in command.params
+        if getattr(param, "envvar", None)
+        for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar)
+    }
+
+
+def run_has_option(flag: str) -> bool:
+    return any(flag in param.opts for param in xidwatch_command("run").params)
+
+
 def test_daemon_args_and_env_are_what_xidwatch_run_accepts() -> None:
-    group: Any = typer.main.get_command(cli_app)  # typer's own click: typed loosely here
-    parent = group.context_class(group, info_name="xidwatch")
     for build, objects in builds():
+        if not any(obj["kind"] == "DaemonSet" for obj in objects):
+            continue
+        if build.endswith("+k8s-events") and not run_has_option("--k8s-events"):
+            continue  # until `run` has the flags: test_k8s_events_flags_are_options_of_run
         container = daemon_container(objects)
-        args = [a.replace("$(POD_IP)", "10.0.0.7") for a in container["args"]]
-        command = group.get_command(parent, args[0])
-        assert command is not None, f"{build}: xidwatch has no command {args[0]!r}"
-        params = command.make_context(args[0], args[1:], parent=parent).params
+        command, params = parse_args(container)
         assert params["listen"] == "0.0.0.0:9400", build
-        envvars = {
-            name
-            for param in command.params
-            if getattr(param, "envvar", None)
-            for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar)
-        }
         ours = {e["name"] for e in container["env"] if e["name"].startswith("XIDWATCH_")}
+        envvars = option_envvars(command)
         assert ours <= envvars, f"{build}: {sorted(ours - envvars)} are not options of run"
+
+
+def test_k8s_events_flags_are_options_of_xidwatch_run() -> None:
+    if not run_has_option("--k8s-events"):
+        pytest.skip("`xidwatch run` has no --k8s-events option yet")
+    _, params = parse_args(daemon_container(with_component("k8s-events")))
+    assert params["k8s_events"] is True
+    assert params["node_condition"] == "GpuXidFatal"
+
+
+def test_gateway_args_are_what_xidwatch_gateway_accepts() -> None:
+    if xidwatch_command("gateway") is None:
+        pytest.skip("`xidwatch gateway` does not exist yet")
+    for build, objects in builds():
+        if not any(obj["kind"] == "Deployment" for obj in objects):
+            continue
+        container = gateway_container(objects)
+        command, params = parse_args(container)
+        assert command.name == "gateway", build
+        assert params["listen"] == "0.0.0.0:9410", build
+        assert params["namespace"] == POD_ENV["POD_NAMESPACE"], build
+        ours = {e["name"] for e in container["env"] if e["name"].startswith("XIDWATCH_")}
+        envvars = option_envvars(command)
+        assert ours <= envvars, f"{build}: {sorted(ours - envvars)} are not options of gateway"
 
 
 # The PrometheusRule generator.
