@@ -54,6 +54,9 @@ def _task_problem(task: asyncio.Task[Any]) -> str | None:
 
 log = structlog.get_logger("watcher.daemon")
 
+POD_LIST_AT_START_S = 5.0  # how long start waits for this node's pod list
+EVENTS_DRAIN_S = 5.0  # how long stop waits for the last Kubernetes Events to be posted
+
 
 @dataclass(frozen=True, slots=True)
 class HostFacts:
@@ -188,7 +191,11 @@ class Daemon:
         ]
         if self.simulation is not None and self.simulation.runner is not None:
             background.append(self._task(self.simulation.runner.run(), "scenario"))
+        # Last to stop: it posts Events for what the writer's final commit makes durable.
+        poster = self._task(self.k8s_events.run(), "k8s-events") if self.k8s_events else None
         self._tasks = {t.get_name(): t for t in (*critical, *stoppable)}
+        if poster is not None:
+            self._tasks[poster.get_name()] = poster
         stopper = asyncio.create_task(stop.wait(), name="stop")
         log.info(
             "daemon_started",
@@ -206,7 +213,7 @@ class Daemon:
                 (t.exception() for t in done if t is not stopper and t.exception()), None
             )
         finally:
-            await self._shutdown(critical, stoppable, [*background, stopper])
+            await self._shutdown(critical, stoppable, [*background, stopper], poster)
         if failure is not None:
             raise failure
 
@@ -266,7 +273,7 @@ class Daemon:
             )
 
     def _stoppable_parts(self) -> tuple[Service | None, ...]:
-        return (self.sampler, self.nvml_events, self.pods, self.k8s_events, *self.services)
+        return (self.sampler, self.nvml_events, self.pods, *self.services)
 
     async def _start_kubernetes(self) -> None:
         """On a cluster: pod attribution, and Events and the Node condition if asked for.
@@ -292,6 +299,10 @@ class Daemon:
             gpu_annotations=k.gpu_annotations,
             gpu_resources=k.gpu_resources,
         )
+        # XIDs from the first seconds need the pod list too; an API that does not answer
+        # soon only delays attribution (the refresh loop keeps trying), never the daemon.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pods.refresh(), POD_LIST_AT_START_S)
         self.pipeline.pods = self.pods
         if self.sampler is not None:
             self.sampler.pods = self.pods
@@ -326,11 +337,22 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retention_due.wait(), self.config.retention_interval_s)
 
+    async def _stop_poster(self, task: asyncio.Task[None]) -> None:
+        """Stop the Event poster once the last XIDs are committed and handed to it."""
+        assert self.k8s_events is not None
+        self.k8s_events.stop()
+        _, pending = await asyncio.wait([task], timeout=EVENTS_DRAIN_S)
+        for t in pending:
+            log.warning("k8s_events_not_drained", queued=self.k8s_events.queued)
+            t.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def _shutdown(
         self,
         critical: list[asyncio.Task[Any]],
         stoppable: list[asyncio.Task[None]],
         background: list[asyncio.Task[Any]],
+        poster: asyncio.Task[None] | None,
     ) -> None:
         log.info("daemon_stopping", queued=self.writer.queue_depth)
         writer_task, source_tasks = critical[0], critical[1:]
@@ -352,6 +374,8 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(writer_task, self.config.shutdown_timeout_s / 2)
         await self.writer.aclose_connection()
+        if poster is not None:
+            await self._stop_poster(poster)
         if self.sampler is not None:
             await self.sampler.close()
         if self._k8s_api is not None:

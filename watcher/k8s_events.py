@@ -182,6 +182,12 @@ class XidEventPoster:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
+    @property
+    def queued(self) -> int:
+        """XIDs waiting to be posted."""
+        with self._lock:
+            return len(self._queue)
+
     def _take(self) -> list[XidEvent]:
         with self._lock:
             batch = list(self._queue)
@@ -192,17 +198,22 @@ class XidEventPoster:
     # --- the service --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Post what :meth:`submit` queued and keep the condition, until stopped."""
+        """Post what :meth:`submit` queued and keep the condition, until stopped.
+
+        Stopping posts what is still queued, one attempt each (no backoff): the daemon
+        stops this part after the writer's last commit, so a fatal XID logged as the node
+        shuts down still gets its Event.
+        """
         self._loop = asyncio.get_running_loop()
         try:
             await self._load_node()
             while not self._stopping:
                 for event in self._take():
-                    if self._stopping:
-                        break
                     await self._handle(event)
                 await self._maybe_clear()
                 await self._pause(self.tick_s)
+            for event in self._take():
+                await self._handle(event)
         finally:
             self._loop = None
 

@@ -358,3 +358,16 @@ async def test_stop_ends_run_during_a_retry_backoff(
     await until(lambda: len(kube.requests) == 1)
     p.stop()
     await asyncio.wait_for(task, 5)
+
+
+async def test_xids_submitted_as_it_stops_are_still_posted(
+    kube: KubeApiServer, api: Any, clock: FakeClock
+) -> None:
+    p = poster(api, clock, tick_s=3600)
+    task = asyncio.create_task(p.run())
+    await until(lambda: len(kube.requests) == 1)  # read the node, now waiting a tick
+    p.stop()  # the daemon stops the poster after the writer's last commit ...
+    p.submit([xid(79), xid(48, action="RESET_GPU")])  # ... whose XIDs arrive just then
+    await asyncio.wait_for(task, 5)
+    assert p.stats.posted == 2 and p.queued == 0
+    assert sorted(e["message"][:6] for e in kube.events) == ["XID 48", "XID 79"]
