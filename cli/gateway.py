@@ -213,7 +213,7 @@ async def _fleet(s: GatewaySettings) -> Fleet:
     options = {"policy": s.policy, "token": s.node_token, "refresh_s": s.refresh_s}
     if s.nodes:
         return Fleet.static(s.nodes, **options)
-    api = await connect_kubernetes(s.kubeconfig)
+    api = await connect_kubernetes(s.kubeconfig, off="the gateway cannot discover node daemons")
     if api is None:
         raise GatewayError(_NO_CLUSTER)
     lister = KubeNodes(api, namespace=s.namespace, selector=s.selector, default_port=s.node_port)
@@ -239,6 +239,6 @@ def _node_token(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return read_token(path)
-    except XidwatchError as e:  # its message names the node daemon's own flag
-        raise GatewayError(str(e).replace("--auth-token-file", "--node-token-file")) from e
+        return read_token(path, flag="--node-token-file")
+    except XidwatchError as e:
+        raise GatewayError(str(e)) from e

@@ -38,15 +38,16 @@ Readiness = Callable[[], Mapping[str, str | None]]
 MAX_TOKEN_BYTES = 4096
 
 
-def read_token(path: Path) -> str:
-    """The bearer token from ``path`` (stripped); a clear error if unreadable or empty."""
+def read_token(path: Path, *, flag: str = "--auth-token-file") -> str:
+    """The bearer token from ``path`` (stripped); a clear error naming ``flag`` if unreadable
+    or empty."""
     try:
         raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
     except OSError as e:
-        raise XidwatchError(f"cannot read --auth-token-file {path}: {e.strerror}") from e
+        raise XidwatchError(f"cannot read {flag} {path}: {e.strerror}") from e
     token = raw.decode("utf-8", "replace").strip()
     if not token or len(raw) > MAX_TOKEN_BYTES:
-        raise XidwatchError(f"--auth-token-file {path} must hold one token of 1..4096 bytes")
+        raise XidwatchError(f"{flag} {path} must hold one token of 1..4096 bytes")
     return token
 
 

@@ -19,7 +19,7 @@ from kubernetes.aio.config.incluster_config import InClusterConfigLoader
 __all__ = ["SERVICE_ACCOUNT_DIR", "close_kubernetes", "connect_kubernetes"]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-_OFF = "pod attribution, Kubernetes events and node conditions are off"
+NODE_FEATURES_OFF = "pod attribution, Kubernetes events and node conditions are off"
 
 log = structlog.get_logger("watcher.kube")
 
@@ -41,11 +41,13 @@ async def connect_kubernetes(
     environ: Mapping[str, str] | None = None,
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     home: Path | None = None,
+    off: str = NODE_FEATURES_OFF,
 ) -> ApiClient | None:
     """A ``kubernetes.aio`` ``ApiClient`` the caller must ``await close()``, or None.
 
     An explicit ``kubeconfig`` wins over the in-cluster service account. Failure to load
-    is logged once (``k8s_unavailable``) and answered with None, never raised.
+    is logged once (``k8s_unavailable``, ending with ``off``: what the caller does without
+    a cluster) and answered with None, never raised.
     """
     env = os.environ if environ is None else environ
     token = service_account_dir / "token"
@@ -58,14 +60,14 @@ async def connect_kubernetes(
             loader.load_and_set(cfg)  # type: ignore[no-untyped-call]  # untyped library
             api = client.ApiClient(configuration=cfg)  # reads the CA file
         except Exception as e:  # any config error means "off", said once
-            log.warning("k8s_unavailable", reason=f"in-cluster config failed: {e}; {_OFF}")
+            log.warning("k8s_unavailable", reason=f"in-cluster config failed: {e}; {off}")
             return None
         log.info("k8s_connected", via="in-cluster", host=cfg.host)
         return api
     path = _kubeconfig_path(kubeconfig, env, home or Path.home())
     if path is None:
         log.warning(
-            "k8s_unavailable", reason=f"no in-cluster service account and no kubeconfig: {_OFF}"
+            "k8s_unavailable", reason=f"no in-cluster service account and no kubeconfig: {off}"
         )
         return None
     try:
@@ -76,7 +78,7 @@ async def connect_kubernetes(
     except Exception as e:
         log.warning(
             "k8s_unavailable",
-            reason=f"kubeconfig {path} failed to load: {e}; {_OFF}",
+            reason=f"kubeconfig {path} failed to load: {e}; {off}",
             path=str(path),
         )
         return None
