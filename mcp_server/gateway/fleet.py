@@ -182,13 +182,12 @@ class Fleet:
     async def needing_attention(self, since: str = "24h") -> NodesNeedingAttention:
         """Nodes with unhealthy GPUs, fatal XIDs in the window, or no answer, with why."""
         since_ms, until_ms = self.window(since, None)
-        health, xids = await asyncio.gather(
-            self.fan_out("get_gpu_health", {"since": format_ts(since_ms)}),
-            self.fan_out(
-                "summarize_xid_events",
-                {"since": format_ts(since_ms), "until": format_ts(until_ms)},
-            ),
-        )
+        health = await self.fan_out("get_gpu_health", {"since": format_ts(since_ms)})
+        # Then only the nodes that answered: one that hangs costs one timeout, not two.
+        answered = {a.node for a in health.answers}
+        states = [state for state in self.nodes() if state.ref.name in answered]
+        args = {"since": format_ts(since_ms), "until": format_ts(until_ms)}
+        xids = await self._fanout.gather(states, "summarize_xid_events", args)
         return aggregate.nodes_needing_attention(health, xids, since_ms=since_ms)
 
     def window(self, since: str, until: str | None) -> tuple[int, int]:
