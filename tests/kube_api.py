@@ -312,15 +312,18 @@ class KubeApiServer:
         gpu_resource: str = "nvidia.com/gpu",
         runtime: str = "containerd",
         container_ids: Mapping[str, str] | None = None,
+        ports: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Add (or replace) a pod; return a copy of its v1 Pod dict.
 
-        ``gpus`` goes into the first container's limits and requests. Container ids are
+        ``gpus`` goes into the first container's limits and requests, ``ports`` (name ->
+        number) into its ``ports``. Container ids are
         ``<runtime>://<64 hex>`` from :func:`container_hex_id` unless ``container_ids`` maps
         a container name to its bare id.
         """
         uid = uid or str(uuid.uuid4())
         ids = dict(container_ids or {})
+        ports = dict(ports or {})
         prefix = _RUNTIME_PREFIX[runtime]
 
         def spec(i: int, cname: str) -> dict[str, Any]:
@@ -328,7 +331,9 @@ class KubeApiServer:
             if i == 0 and gpus:
                 res["limits"][gpu_resource] = str(gpus)
                 res["requests"][gpu_resource] = str(gpus)
-            return {"name": cname, "image": f"example.com/{cname}:1", "resources": res}
+            named = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()]
+            out = {"name": cname, "image": f"example.com/{cname}:1", "resources": res}
+            return out | {"ports": named} if i == 0 and named else out
 
         def cstatus(cname: str, init: bool) -> dict[str, Any]:
             cid = ids.get(cname) or container_hex_id(uid, cname)

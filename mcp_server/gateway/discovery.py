@@ -141,7 +141,7 @@ class KubeNodes:
         if e.status in (401, 403):
             return (
                 f"the Kubernetes API refused to list {where} ({e.status} {e.reason}): "
-                "the gateway's ServiceAccount needs get/list on pods there"
+                "the gateway's ServiceAccount needs list on pods there (deploy/gateway/rbac.yaml)"
             )
         return f"listing {where} failed: {e.status} {e.reason}"
 

@@ -135,7 +135,14 @@ async def test_kubernetes_discovery_lists_ready_daemon_pods_in_the_namespace(
     kube: KubeApiServer, tmp_path: Path
 ) -> None:
     kube.add_pod("xw-a", "gpu-monitoring", node="gpu-a", labels=LABELS, pod_ip="10.1.0.1")
-    kube.add_pod("xw-b", "gpu-monitoring", node="gpu-b", labels=LABELS, pod_ip="10.1.0.2")
+    kube.add_pod(
+        "xw-b",
+        "gpu-monitoring",
+        node="gpu-b",
+        labels=LABELS,
+        pod_ip="10.1.0.2",
+        ports={"http": 9555},
+    )
     kube.add_pod("xw-c", "gpu-monitoring", node="gpu-c", labels=LABELS, ready=False)
     kube.add_pod("other", "gpu-monitoring", node="gpu-a", labels={"app": "x"})
     kube.add_pod("elsewhere", "default", node="gpu-d", labels=LABELS)
@@ -145,7 +152,7 @@ async def test_kubernetes_discovery_lists_ready_daemon_pods_in_the_namespace(
         lister = KubeNodes(api, default_port=9400)
         assert await lister.list_nodes() == [
             NodeRef("gpu-a", "http://10.1.0.1:9400/mcp"),
-            NodeRef("gpu-b", "http://10.1.0.2:9400/mcp"),
+            NodeRef("gpu-b", "http://10.1.0.2:9555/mcp"),  # its port named http
         ]
         kube.set_ready("xw-b", False, "gpu-monitoring")
         assert [n.name for n in await lister.list_nodes()] == ["gpu-a"]
@@ -164,7 +171,7 @@ async def test_api_errors_become_gateway_errors_that_say_what_to_fix(
     try:
         lister = KubeNodes(api, namespace="gpu")
         kube.fail_next(1, status=403)
-        with pytest.raises(GatewayError, match="ServiceAccount needs get/list on pods"):
+        with pytest.raises(GatewayError, match="ServiceAccount needs list on pods"):
             await lister.list_nodes()
         kube.down = True
         with pytest.raises(GatewayError, match="503"):
