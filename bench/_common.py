@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import math
 import os
 import platform
 import sqlite3
+import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from watcher.logs import configure_logging
 
@@ -77,3 +82,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def listening_port(
+    proc: subprocess.Popen[bytes], log_path: Path, *, what: str, timeout_s: float = 60.0
+) -> int:
+    """The port from the ``http_listening`` line in the JSON log of ``what`` (a command)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == "http_listening":
+                    return int(entry["port"])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = "\n".join(log_path.read_text().splitlines()[-20:])
+    raise RuntimeError(f"{what} did not report http_listening:\n{tail}")

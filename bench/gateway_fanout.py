@@ -47,7 +47,7 @@ from typing import Any
 import httpx2
 from mcp import Client
 
-from bench._common import log_like_production, percentile, table
+from bench._common import listening_port, log_like_production, percentile, table
 from mcp_server.gateway.fanout import CallPolicy
 from mcp_server.gateway.fleet import Fleet
 
@@ -244,22 +244,6 @@ def gateway_command(nodes: dict[str, str], node_timeout_s: float, breaker: int) 
     ]
 
 
-def listening_port(proc: subprocess.Popen[bytes], log_path: Path) -> int:
-    """The port from the gateway's ``http_listening`` log line."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log_path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == "http_listening":
-                    return int(entry["port"])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = "\n".join(log_path.read_text().splitlines()[-20:])
-    raise RuntimeError(f"xidwatch gateway did not report http_listening:\n{tail}")
-
-
 async def check_fake_answers(node: FakeNodeRef) -> None:
     """The SDK client checks each answer against the real tool's output schema: no drift."""
     async with Client(node.url) as client:
@@ -311,7 +295,7 @@ def run_gateway(
             stderr=log_file,
         )
     try:
-        port = listening_port(proc, log_path)
+        port = listening_port(proc, log_path, what="xidwatch gateway")
         run.start_rss_kib = proc_status_kib(proc.pid, "VmRSS")
         run.rounds = asyncio.run(_mcp_rounds(port, proc.pid, args.rounds))
         run.peak_rss_kib = proc_status_kib(proc.pid, "VmHWM")

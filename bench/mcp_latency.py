@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import sqlite3
@@ -65,7 +64,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from bench import query
-from bench._common import log_like_production, percentile, table
+from bench._common import listening_port, log_like_production, percentile, table
 from bench.ingest import gpu_infos
 from bench.xid_latency import xid_line
 from mcp_server.deps import ToolDeps
@@ -96,7 +95,6 @@ METRIC = "temperature"
 HISTORY_SINCE, HISTORY_DAYS, HISTORY_BUCKETS = "30d", 30, 300
 LIST_SINCE, LIST_DAYS, PAGE = "400d", 400, 100
 DEEP_ROWS = 500_000
-START_TIMEOUT_S = 60.0
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -210,7 +208,7 @@ def running_daemon(db: Path, log_path: Path) -> Iterator[int]:
             daemon_command(db), stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
         )
     try:
-        yield listening_port(proc, log_path)
+        yield listening_port(proc, log_path, what="xidwatch run")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -218,22 +216,6 @@ def running_daemon(db: Path, log_path: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def listening_port(proc: subprocess.Popen[bytes], log_path: Path) -> int:
-    """The port from the daemon's ``http_listening`` log line."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log_path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == "http_listening":
-                    return int(entry["port"])
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = "\n".join(log_path.read_text().splitlines()[-20:])
-    raise RuntimeError(f"xidwatch run did not report http_listening:\n{tail}")
 
 
 # -- measuring ----------------------------------------------------------------------------

@@ -46,19 +46,16 @@ async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) ->
     return daemon
 
 
-class DaemonProcess:
-    """``xidwatch run`` on a free loopback port, its JSON logs in a file.
+class XidwatchProcess:
+    """An ``xidwatch`` command serving HTTP (``--listen``, a free port by default), its JSON
+    logs in ``log``."""
 
-    ``listen`` picks another address (``127.0.0.2:0``) or a fixed port, e.g. to restart a
-    daemon where it was.
-    """
-
-    def __init__(self, tmp: Path, args: Sequence[str] = (), *, listen: str = "127.0.0.1:0") -> None:
-        self.db = tmp / "xidwatch.db"
-        self.log = tmp / "daemon.log"
+    def __init__(
+        self, log: Path, command: Sequence[str], args: Sequence[str], *, listen: str
+    ) -> None:
+        self.log = log
         self._out = self.log.open("w")
-        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(self.db)]
-        argv += ["--listen", listen, *args]
+        argv = [sys.executable, "-m", "cli", "--log-json", *command, "--listen", listen, *args]
         self.host = listen.rpartition(":")[0]
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
         try:
@@ -112,3 +109,15 @@ class DaemonProcess:
             return self.proc.wait(timeout=30)
         finally:
             self._out.close()
+
+
+class DaemonProcess(XidwatchProcess):
+    """``xidwatch run`` on a free loopback port, its JSON logs in a file.
+
+    ``listen`` picks another address (``127.0.0.2:0``) or a fixed port, e.g. to restart a
+    daemon where it was.
+    """
+
+    def __init__(self, tmp: Path, args: Sequence[str] = (), *, listen: str = "127.0.0.1:0") -> None:
+        self.db = tmp / "xidwatch.db"
+        super().__init__(tmp / "daemon.log", ["run", "--db", str(self.db)], args, listen=listen)

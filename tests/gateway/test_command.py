@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +13,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.daemons import XidwatchProcess
 from tests.gateway.nodes import SPECS, Nodes, kube_listing
 
 pytestmark = pytest.mark.slow
@@ -24,43 +21,11 @@ pytestmark = pytest.mark.slow
 GATEWAY_TOKEN = "gateway-token-for-tests"
 
 
-class GatewayProcess:
+class GatewayProcess(XidwatchProcess):
     """``xidwatch gateway`` on a free loopback port, its JSON logs in a file."""
 
     def __init__(self, tmp: Path, args: list[str]) -> None:
-        self.log = tmp / "gateway.log"
-        self._out = self.log.open("w")
-        argv = [sys.executable, "-m", "cli", "--log-json", "gateway", "--listen", "127.0.0.1:0"]
-        self.proc = subprocess.Popen([*argv, *args], stdout=self._out, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self._wait_for_port()}"
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for line in self.log.read_text().splitlines():
-                if '"http_listening"' in line:
-                    return int(json.loads(line)["port"])
-            if self.proc.poll() is not None:
-                self._out.close()
-                raise AssertionError(self.log.read_text())
-            time.sleep(0.05)
-        raise AssertionError(f"no http_listening line: {self.log.read_text()}")
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, e.read().decode()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            self._out.close()
+        super().__init__(tmp / "gateway.log", ["gateway"], args, listen="127.0.0.1:0")
 
 
 @pytest.fixture
