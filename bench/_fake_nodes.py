@@ -35,6 +35,7 @@ from typing import Any
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import BaseModel
 
+from bench.ingest import H100_TOTAL, gpu_infos
 from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, HealthModel
 from mcp_server.server import INSTRUCTIONS, build_server
@@ -53,33 +54,13 @@ GPUS = 8
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 BOOT_ID = "6f1c2a44-0d5e-4b8e-9a77-3c1d2e4f5a6b"
-_H100_BYTES = 85_520_809_984
 
 
 # -- answers ------------------------------------------------------------------------------
 
 
 def _gpus(node: int) -> list[GpuInfo]:
-    return [
-        GpuInfo(
-            uuid=f"GPU-{node:08x}-{g:04x}-4b2a-9d3f-{0x3B00 + g:012x}",
-            index=g,
-            name="NVIDIA H100 80GB HBM3",
-            pci_bus_id=f"00000000:{0x18 + 0x10 * g:02X}:00.0",
-            serial=f"16549{node:05d}{g:03d}",
-            driver_version="550.54.15",
-            cuda_version="12.4",
-            slowdown_temp_c=87,
-            shutdown_temp_c=92,
-            power_limit_default_w=700.0,
-            power_limit_min_w=200.0,
-            power_limit_max_w=700.0,
-            memory_total_bytes=_H100_BYTES,
-            ecc_enabled=True,
-            mig_enabled=False,
-        )
-        for g in range(GPUS)
-    ]
+    return list(gpu_infos(GPUS, node=node))
 
 
 def _sample(rng: random.Random, gpu: GpuInfo, ts_ms: int) -> GpuSample:
@@ -95,7 +76,7 @@ def _sample(rng: random.Random, gpu: GpuInfo, ts_ms: int) -> GpuSample:
         gpu_util_pct=util,
         memory_util_pct=util // 2,
         memory_used_bytes=(rng.randint(20, 78) * 2**30) if util else 0,
-        memory_total_bytes=_H100_BYTES,
+        memory_total_bytes=H100_TOTAL,
         ecc_corrected_volatile=rng.choice((0, 0, 0, rng.randint(1, 40))),
         ecc_uncorrected_volatile=0,
         ecc_corrected_aggregate=rng.randint(0, 200),

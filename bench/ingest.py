@@ -64,21 +64,21 @@ SEED = 20_241_124
 QUEUE_HIGH = 5_000  # the feeder waits above this queue depth (the writer sheds at 10,000)
 
 _MIB = 1 << 20
-_H100_TOTAL = 81_559 * _MIB
+H100_TOTAL = 81_559 * _MIB
 _POWER_CAP = 0x4
 _IDLE = 0x1
 _DAY_MS = 86_400_000
 
 
-def gpu_infos(n: int) -> tuple[GpuInfo, ...]:
-    """Inventory for ``n`` H100 boards as NVML discovery reports them."""
+def gpu_infos(n: int, *, node: int = 0) -> tuple[GpuInfo, ...]:
+    """Inventory for ``n`` H100 boards as NVML discovery reports them (distinct per node)."""
     return tuple(
         GpuInfo(
-            uuid=f"GPU-{i:08x}-5c1e-4b2a-9d3f-{0x3B00 + i:012x}",
+            uuid=f"GPU-{node:04x}{i:04x}-5c1e-4b2a-9d3f-{0x3B00 + i:012x}",
             index=i,
             name="NVIDIA H100 80GB HBM3",
             pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
-            serial=f"1654923{i:06d}",
+            serial=str(1_654_923_000_000 + node * 1000 + i),
             driver_version="550.54.15",
             cuda_version="12.4",
             slowdown_temp_c=87,
@@ -86,7 +86,7 @@ def gpu_infos(n: int) -> tuple[GpuInfo, ...]:
             power_limit_default_w=700.0,
             power_limit_min_w=200.0,
             power_limit_max_w=700.0,
-            memory_total_bytes=_H100_TOTAL,
+            memory_total_bytes=H100_TOTAL,
             ecc_enabled=True,
             mig_enabled=False,
         )
@@ -141,7 +141,7 @@ class FleetModel:
                     gpu_util_pct=util,
                     memory_util_pct=round(util * 0.45 + rng.uniform(-4, 4)) if busy else 0,
                     memory_used_bytes=used,
-                    memory_total_bytes=_H100_TOTAL,
+                    memory_total_bytes=H100_TOTAL,
                     ecc_corrected_volatile=self._ecc[i][0],
                     ecc_uncorrected_volatile=0,
                     ecc_corrected_aggregate=self._ecc[i][1],
