@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import aiosqlite
 
@@ -76,32 +77,28 @@ async def processes_at(
     than one interval after it. None: spans seen within three intervals of the GPU's newest
     sample (nothing if it was never sampled).
     """
-    ((gpu_id, gpu),) = await resolve_gpus(conn, [selector])
-    window = await _window(conn, gpu_id, at_ms)
-    if window is None:
-        return []
     sql = (
         "SELECT pid, name, first_ts, last_ts, used_mib, max_used_mib, namespace, pod, container "
         "FROM gpu_processes WHERE gpu = ? AND last_ts >= ? AND first_ts <= ? "
         "ORDER BY first_ts, pid LIMIT ?"
     )
+    gpu, rows = await _spans_at(conn, selector, at_ms, sql)
     info = gpu.info
-    async with conn.execute(sql, (gpu_id, *window, MAX_PROCESSES)) as cur:
-        return [
-            ProcessSpan(
-                info.uuid,
-                info.index,
-                info.pci_bus_id,
-                pid,
-                name,
-                t0,
-                t1,
-                used,
-                peak,
-                None if ns is None or pod is None else PodRef(ns, pod, container),
-            )
-            async for pid, name, t0, t1, used, peak, ns, pod, container in cur
-        ]
+    return [
+        ProcessSpan(
+            info.uuid,
+            info.index,
+            info.pci_bus_id,
+            pid,
+            name,
+            t0,
+            t1,
+            used,
+            peak,
+            None if ns is None or pod is None else PodRef(ns, pod, container),
+        )
+        for pid, name, t0, t1, used, peak, ns, pod, container in rows
+    ]
 
 
 async def pods_at(
@@ -112,24 +109,31 @@ async def pods_at(
     The same window as :func:`processes_at`: "which pod had GPU 3 at 02:14" has an answer
     from annotations or GPU requests even when no process was seen.
     """
-    ((gpu_id, gpu),) = await resolve_gpus(conn, [selector])
-    window = await _window(conn, gpu_id, at_ms)
-    if window is None:
-        return []
     sql = (
         "SELECT namespace, pod, uid, source, first_ts, last_ts FROM gpu_pods "
         "WHERE gpu = ? AND last_ts >= ? AND first_ts <= ? ORDER BY first_ts, pod LIMIT ?"
     )
-    async with conn.execute(sql, (gpu_id, *window, MAX_PROCESSES)) as cur:
-        return [
-            _pod_span(gpu, PodRef(ns, pod, uid=uid), source, t0, t1)
-            async for ns, pod, uid, source, t0, t1 in cur
-        ]
-
-
-def _pod_span(gpu: InventoryGpu, pod: PodRef, source: str, t0: int, t1: int) -> PodSpan:
+    gpu, rows = await _spans_at(conn, selector, at_ms, sql)
     info = gpu.info
-    return PodSpan(info.uuid, info.index, info.pci_bus_id, pod, source, t0, t1)
+    return [
+        PodSpan(info.uuid, info.index, info.pci_bus_id, PodRef(ns, pod, uid=uid), source, t0, t1)
+        for ns, pod, uid, source, t0, t1 in rows
+    ]
+
+
+async def _spans_at(
+    conn: aiosqlite.Connection, selector: str | int, at_ms: int | None, sql: str
+) -> tuple[InventoryGpu, list[tuple[Any, ...]]]:
+    """The GPU ``selector`` names, and the rows ``sql`` selects for its window at ``at_ms``.
+
+    ``sql`` takes (gpu id, lowest last_ts, highest first_ts, limit).
+    """
+    ((gpu_id, gpu),) = await resolve_gpus(conn, [selector])
+    window = await _window(conn, gpu_id, at_ms)
+    if window is None:
+        return gpu, []
+    async with conn.execute(sql, (gpu_id, *window, MAX_PROCESSES)) as cur:
+        return gpu, [tuple(row) async for row in cur]
 
 
 async def _window(
