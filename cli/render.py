@@ -20,12 +20,16 @@ def event_json(e: StoredXid, catalog: XidCatalog) -> dict[str, Any]:
 def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160) -> str:
     """A fixed-width table, newest first; a burst row shows its count as ``x57``.
 
-    A synthetic XID from ``xidwatch inject`` says so at the start of its WHAT column.
+    A synthetic XID from ``xidwatch inject`` says so at the start of its WHAT column; on a
+    cluster a POD column (``namespace/pod``) follows PROCESS.
     """
-    header = ("TIME (UTC)", "KIND", "XID", "GPU", "N", "PID", "PROCESS", "ACTION", "WHAT")
-    rows = [header]
+    pods = any(e.pod is not None for e in events)  # a POD column only on a cluster
+    header: tuple[str, ...] = ("TIME (UTC)", "KIND", "XID", "GPU", "N", "PID", "PROCESS")
+    header += ("POD", "ACTION", "WHAT") if pods else ("ACTION", "WHAT")
+    rows: list[tuple[str, ...]] = [header]
     for e in events:
         info = catalog.lookup(e.xid, e.kind)
+        pod = (f"{e.pod.namespace}/{e.pod.pod}" if e.pod else "-",) if pods else ()
         rows.append(
             (
                 format_ts(e.ts_ms)[:19].replace("T", " "),
@@ -35,6 +39,7 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
                 f"x{e.count}" if e.burst else "1",
                 str(e.pid) if e.pid is not None else "-",
                 e.process or "-",
+                *pod,
                 e.action,
                 f"[injected] {info.title}" if e.injected else info.title,
             )

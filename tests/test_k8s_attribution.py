@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
+from cli.render import xid_table
 from store.processes import pods_at
 from store.queries import XidFilter, list_xids
 from store.records import PodRef
@@ -20,6 +21,7 @@ from tests.kube_api import KubeApiServer, container_hex_id
 from tests.mcp_server.helpers import served
 from tests.store.helpers import reading, rows
 from tests.watcher.test_metrics import registry_for
+from watcher.catalog import default_catalog
 from watcher.config import KubernetesConfig, SimulationSpec
 from watcher.daemon import Daemon
 
@@ -87,6 +89,10 @@ async def test_xids_processes_and_gpus_are_attributed_to_their_pods(tmp_path: Pa
         page = await list_xids(conn, XidFilter(), limit=100)
         held = {i: await pods_at(conn, i, None) for i in range(4)}
     assert page.events and all(e.pod == crashy for e in page.events if e.pid in CRASHY_PIDS)
+    header, newest = xid_table(list(page.events), default_catalog()).splitlines()[:2]
+    columns = header.split()
+    assert columns.index("POD") == columns.index("PROCESS") + 1
+    assert "ml/crashy-job" in newest.split()
     procs = rows(db, "SELECT DISTINCT pid, namespace, pod, container FROM gpu_processes")
     assert set(procs) == {
         *((pid, "ml", "crashy-job", "trainer") for pid in CRASHY_PIDS),
