@@ -34,7 +34,7 @@ from store.records import StoredXid
 from store.series import metric_series
 from watcher.catalog import default_catalog
 from watcher.clock import now_ms
-from watcher.config import DaemonConfig, SimulationSpec
+from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
 from watcher.daemon import Daemon
 from watcher.ingest import replay_captures
 
@@ -87,6 +87,7 @@ def demo(
         f"{prog} xids --db {path} --since 365d",
         f"{prog} explain 79",
         f"{prog} run --simulate 8 --scenario ecc-degradation --db /tmp/sim.db",
+        f"{prog} gateway --node sim=http://127.0.0.1:9400   # beside that run: the cluster view",
     ):
         typer.echo(f"  {cmd}")
 
@@ -96,6 +97,7 @@ async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> Non
         db_path=path,
         node="demo-node",
         simulate=spec,
+        kubernetes=KubernetesConfig(enabled=False),  # simulated GPUs belong to no pod
         sample_interval_s=1.0,
         checkpoint_interval_s=0.2,
         listen="127.0.0.1:0",
