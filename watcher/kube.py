@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from kubernetes.aio import client, config
-from kubernetes.aio.client import ApiClient
-from kubernetes.aio.config.incluster_config import InClusterConfigLoader
+
+if TYPE_CHECKING:
+    from kubernetes.aio.client import ApiClient
 
 __all__ = ["SERVICE_ACCOUNT_DIR", "close_kubernetes", "connect_kubernetes"]
 
@@ -49,6 +50,10 @@ async def connect_kubernetes(
     is logged once (``k8s_unavailable``, ending with ``off``: what the caller does without
     a cluster) and answered with None, never raised.
     """
+    # Imported here: the library costs ~0.2 s to load, and most commands never connect.
+    from kubernetes.aio import client, config
+    from kubernetes.aio.config.incluster_config import InClusterConfigLoader
+
     env = os.environ if environ is None else environ
     token = service_account_dir / "token"
     cfg = client.Configuration()

@@ -11,16 +11,17 @@ import asyncio
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
-from kubernetes.aio import client
 
 from mcp_server.gateway.errors import GatewayError
 from watcher.clock import now_ms as wall_now_ms
 from watcher.kube import close_kubernetes
+
+if TYPE_CHECKING:
+    from kubernetes.aio.client import ApiClient, ApiException
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -107,12 +108,14 @@ class KubeNodes:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         selector: str = DEFAULT_SELECTOR,
         default_port: int = DEFAULT_NODE_PORT,
     ) -> None:
+        from kubernetes.aio import client  # loaded only by a gateway that discovers
+
         self._api = api
         self._core = client.CoreV1Api(api)
         self.namespace = namespace
@@ -120,11 +123,14 @@ class KubeNodes:
         self.default_port = default_port
 
     async def list_nodes(self) -> list[NodeRef]:
+        import aiohttp
+        from kubernetes.aio.client import ApiException
+
         try:
             pods = await self._core.list_namespaced_pod(
                 self.namespace, label_selector=self.selector, _request_timeout=LIST_TIMEOUT_S
             )
-        except client.ApiException as e:
+        except ApiException as e:
             raise GatewayError(self._api_error(e)) from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise GatewayError(f"cannot reach the Kubernetes API: {e or type(e).__name__}") from e
@@ -136,7 +142,7 @@ class KubeNodes:
     async def aclose(self) -> None:
         await close_kubernetes(self._api)
 
-    def _api_error(self, e: client.ApiException) -> str:
+    def _api_error(self, e: ApiException) -> str:
         where = f"pods in namespace {self.namespace}"
         if e.status in (401, 403):
             return (
