@@ -17,7 +17,16 @@ from pathlib import Path
 
 from watcher.logs import configure_logging
 
-__all__ = ["Spread", "fmt_int", "log_like_production", "machine_line", "percentile", "table"]
+__all__ = [
+    "Spread",
+    "fmt_int",
+    "listening_port",
+    "log_like_production",
+    "machine_line",
+    "percentile",
+    "stop_process",
+    "table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +109,14 @@ def listening_port(
         time.sleep(0.05)
     tail = "\n".join(log_path.read_text().splitlines()[-20:])
     raise RuntimeError(f"{what} did not report http_listening:\n{tail}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM and wait, SIGKILL after ``timeout_s``: a benchmark leaves no process behind."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -14,7 +14,10 @@ and its peak RSS (``VmHWM``, read from the gateway process's own ``/proc`` entry
 - the same with the breaker off (``--breaker-failures`` above the number of rounds);
 - the same with only the answering nodes: what a fan-out costs when nothing fails;
 - :meth:`mcp_server.gateway.fleet.Fleet.xid_summary` called in a worker process, without
-  the HTTP server in front: what the MCP layer adds.
+  the HTTP server in front: what the MCP layer adds;
+- one more gateway asking the answering nodes each fleet tool in turn (``fleet_xid_summary``,
+  ``fleet_health``, ``nodes_needing_attention``, ``fleet_inventory``, three times each):
+  what each costs, how large its answer is, and the gateway's peak RSS after all of them.
 
 The gateway process's CPU time per round comes from its ``/proc/PID/stat``.
 
@@ -34,7 +37,6 @@ import json
 import os
 import resource
 import selectors
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,7 @@ from typing import Any
 import httpx2
 from mcp import Client
 
-from bench._common import listening_port, log_like_production, percentile, table
+from bench._common import listening_port, log_like_production, percentile, stop_process, table
 from mcp_server.gateway.fanout import CallPolicy
 from mcp_server.gateway.fleet import Fleet
 
@@ -61,6 +63,14 @@ CONCURRENCY = 32
 SINCE = "24h"
 START_TIMEOUT_S = 60.0
 FLEET_TOOL = "fleet_xid_summary"  # the gateway's MCP tool over Fleet.xid_summary
+# Every fleet tool with its arguments, for the memory run; each asked EVERY_TOOL_ROUNDS times.
+FLEET_TOOLS: dict[str, dict[str, Any]] = {
+    FLEET_TOOL: {"since": SINCE},
+    "fleet_health": {"since": SINCE},
+    "nodes_needing_attention": {"since": SINCE},
+    "fleet_inventory": {},
+}
+EVERY_TOOL_ROUNDS = 3
 FAKE_TOOLS = ("list_gpus", "get_gpu_health", "summarize_xid_events")
 BREAKER_OFF = 100  # the CLI's highest --breaker-failures: never reached in these rounds
 
@@ -79,6 +89,8 @@ class Round:
     answered: int
     failed: int
     reasons: dict[str, int]
+    tool: str = FLEET_TOOL
+    answer_kib: float | None = None  # the structured answer as compact JSON (MCP runs only)
 
     @property
     def phase(self) -> str:
@@ -115,7 +127,7 @@ def fake_nodes(nodes: int, silent: float) -> Iterator[list[FakeNodeRef]]:
         described = json.loads(line)
         yield [FakeNodeRef(n["name"], n["url"], n["silent"]) for n in described["nodes"]]
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
@@ -128,16 +140,6 @@ def _first_line(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
     if not line:
         raise RuntimeError(f"{proc.args!r} exited with {proc.wait()}")
     return line
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def proc_cpu_s(pid: int) -> float | None:
@@ -253,17 +255,18 @@ async def check_fake_answers(node: FakeNodeRef) -> None:
                 raise RuntimeError(f"fake node {node.name}: {tool} failed: {result.content}")
 
 
-async def _mcp_rounds(port: int, pid: int, rounds: int) -> list[Round]:
+async def _mcp_rounds(port: int, pid: int, tools: Sequence[str]) -> list[Round]:
+    """One round per entry of ``tools``: that fleet tool asked once, timed from outside."""
     url = f"http://127.0.0.1:{port}/mcp"
     headers = {"Accept": "application/json, text/event-stream"}
     out = []
     async with httpx2.AsyncClient(timeout=600) as http:
-        for i in range(rounds):
+        for i, tool in enumerate(tools):
             body = {
                 "jsonrpc": "2.0",
                 "id": i + 1,
                 "method": "tools/call",
-                "params": {"name": FLEET_TOOL, "arguments": {"since": SINCE}},
+                "params": {"name": tool, "arguments": FLEET_TOOLS[tool]},
             }
             t0, cpu0 = time.perf_counter(), proc_cpu_s(pid)
             response = await http.post(url, json=body, headers=headers)
@@ -272,8 +275,10 @@ async def _mcp_rounds(port: int, pid: int, rounds: int) -> list[Round]:
             response.raise_for_status()
             result = response.json()["result"]
             if result.get("isError") or "structuredContent" not in result:
-                raise RuntimeError(f"{FLEET_TOOL} failed: {result.get('content')}")
-            out.append(Round(**_round(seconds, cpu, result["structuredContent"])))
+                raise RuntimeError(f"{tool} failed: {result.get('content')}")
+            answer = result["structuredContent"]
+            kib = len(json.dumps(answer, separators=(",", ":"))) / 1024
+            out.append(Round(**_round(seconds, cpu, answer), tool=tool, answer_kib=kib))
     return out
 
 
@@ -284,7 +289,10 @@ def run_gateway(
     breaker: int,
     args: Namespace,
     tmp: Path,
+    tools: Sequence[str] | None = None,
 ) -> Run:
+    """A fresh ``xidwatch gateway`` asked ``tools`` in turn (default: the XID summary, each
+    of ``args.rounds``)."""
     run = _run(label, nodes, asked, "off" if breaker == BREAKER_OFF else f"after {breaker}")
     log_path = tmp / "gateway.log"
     with log_path.open("w") as log_file:
@@ -297,10 +305,10 @@ def run_gateway(
     try:
         port = listening_port(proc, log_path, what="xidwatch gateway")
         run.start_rss_kib = proc_status_kib(proc.pid, "VmRSS")
-        run.rounds = asyncio.run(_mcp_rounds(port, proc.pid, args.rounds))
+        run.rounds = asyncio.run(_mcp_rounds(port, proc.pid, tools or [FLEET_TOOL] * args.rounds))
         run.peak_rss_kib = proc_status_kib(proc.pid, "VmHWM")
     finally:
-        _stop(proc)
+        stop_process(proc)
     return run
 
 
@@ -358,6 +366,24 @@ def report(runs: Sequence[Run], args: Namespace, wall_s: float) -> None:
     )
 
 
+def report_every_tool(run: Run) -> None:
+    """Each fleet tool's cost, and the gateway's memory after answering all of them."""
+    body = []
+    for tool in FLEET_TOOLS:
+        rounds = [r for r in run.rounds if r.tool == tool]
+        seconds = [r.seconds for r in rounds]
+        kib = max(r.answer_kib or 0.0 for r in rounds)
+        p50 = f"{percentile(seconds, 50):.3f}"
+        body.append([tool, f"{len(rounds)}", p50, _cpu(rounds), f"{kib:,.0f}", _answered(rounds)])
+    headers = ["fleet tool", "rounds", "p50 s", "CPU s", "answer KiB", "answered / failed"]
+    print(f"\n{run.label}: {run.answering} answering nodes, each tool in turn")
+    print(table(headers, body))
+    print(
+        f"gateway RSS {_mib(run.start_rss_kib)} MiB once started, peak {_mib(run.peak_rss_kib)}"
+        " MiB (VmHWM) after every tool; answer KiB = the structured answer as compact JSON"
+    )
+
+
 def _answered(rounds: Sequence[Round]) -> str:
     pairs = sorted({(r.answered, r.failed) for r in rounds})
     return ", ".join(f"{a} / {f}" for a, f in pairs)
@@ -412,7 +438,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
         spec = WorkerSpec(every, args.rounds, args.node_timeout, breaker, CONCURRENCY)
         runs.append(run_worker("Fleet in-process", nodes, spec, Path(tmp)))
+        tools = [tool for tool in FLEET_TOOLS for _ in range(EVERY_TOOL_ROUNDS)]
+        label = "every fleet tool"
+        every_tool = run_gateway(label, nodes, answering, breaker, args, Path(tmp), tools)
     report(runs, args, time.perf_counter() - started)
+    report_every_tool(every_tool)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from bench import query
-from bench._common import listening_port, log_like_production, percentile, table
+from bench._common import listening_port, log_like_production, percentile, stop_process, table
 from bench.ingest import gpu_infos
 from bench.xid_latency import xid_line
 from mcp_server.deps import ToolDeps
@@ -210,12 +209,7 @@ def running_daemon(db: Path, log_path: Path) -> Iterator[int]:
     try:
         yield listening_port(proc, log_path, what="xidwatch run")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 # -- measuring ----------------------------------------------------------------------------
