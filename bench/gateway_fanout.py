@@ -15,9 +15,12 @@ and its peak RSS (``VmHWM``, read from the gateway process's own ``/proc`` entry
 - the same with only the answering nodes: what a fan-out costs when nothing fails;
 - :meth:`mcp_server.gateway.fleet.Fleet.xid_summary` called in a worker process, without
   the HTTP server in front: what the MCP layer adds;
-- one more gateway asking the answering nodes each fleet tool in turn (``fleet_xid_summary``,
-  ``fleet_health``, ``nodes_needing_attention``, ``fleet_inventory``, three times each):
-  what each costs, how large its answer is, and the gateway's peak RSS after all of them.
+- one more gateway, as it runs in a cluster: it finds the answering nodes through the
+  Kubernetes API (``--kubeconfig`` to the tests' API server, :mod:`tests.kube_api`, listing
+  one ready daemon pod per node, its port named ``http``), so the Kubernetes client is
+  loaded, and asks each fleet tool in turn (``fleet_xid_summary``, ``fleet_health``,
+  ``nodes_needing_attention``, ``fleet_inventory``, three times each): what each costs,
+  how large its answer is, and the gateway's peak RSS after all of them.
 
 The gateway process's CPU time per round comes from its ``/proc/PID/stat``.
 
@@ -45,11 +48,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 from mcp import Client
 
 from bench._common import listening_port, log_like_production, percentile, stop_process, table
+from mcp_server.gateway.discovery import DEFAULT_NAMESPACE
 from mcp_server.gateway.fanout import CallPolicy
 from mcp_server.gateway.fleet import Fleet
 
@@ -128,6 +133,27 @@ def fake_nodes(nodes: int, silent: float) -> Iterator[list[FakeNodeRef]]:
         yield [FakeNodeRef(n["name"], n["url"], n["silent"]) for n in described["nodes"]]
     finally:
         stop_process(proc)
+
+
+@contextlib.contextmanager
+def kube_api(nodes: Sequence[FakeNodeRef], tmp: Path) -> Iterator[Path]:
+    """An API server listing one ready daemon pod per node; yields a kubeconfig for it."""
+    from tests.gateway.nodes import LABELS
+    from tests.kube_api import KubeApiServer
+
+    with KubeApiServer() as kube:
+        for node in nodes:
+            url = urlsplit(node.url)
+            pod, port = f"xidwatch-{node.name}", {"http": url.port or 80}
+            kube.add_pod(
+                pod,
+                DEFAULT_NAMESPACE,
+                node=node.name,
+                labels=LABELS,
+                ports=port,
+                pod_ip=url.hostname,
+            )
+        yield kube.kubeconfig(tmp / "kubeconfig")
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
@@ -237,8 +263,13 @@ def _run(label: str, all_nodes: Sequence[FakeNodeRef], asked: dict[str, str], br
 # -- the gateway over MCP -----------------------------------------------------------------
 
 
-def gateway_command(nodes: dict[str, str], node_timeout_s: float, breaker: int) -> list[str]:
+def gateway_command(
+    nodes: dict[str, str], node_timeout_s: float, breaker: int, kubeconfig: Path | None = None
+) -> list[str]:
+    """``xidwatch gateway`` naming ``nodes`` with ``--node``, or finding them via ``kubeconfig``."""
     specs = [arg for name, url in nodes.items() for arg in ("--node", f"{name}={url}")]
+    if kubeconfig is not None:
+        specs = ["--kubeconfig", str(kubeconfig)]
     return [
         *(sys.executable, "-m", "cli", "--log-json", "--log-level", "info", "gateway"),
         *("--listen", "127.0.0.1:0", "--node-timeout", f"{node_timeout_s:g}"),
@@ -290,14 +321,15 @@ def run_gateway(
     args: Namespace,
     tmp: Path,
     tools: Sequence[str] | None = None,
+    kubeconfig: Path | None = None,
 ) -> Run:
     """A fresh ``xidwatch gateway`` asked ``tools`` in turn (default: the XID summary, each
-    of ``args.rounds``)."""
+    of ``args.rounds``); with ``kubeconfig`` it discovers ``asked`` through that API."""
     run = _run(label, nodes, asked, "off" if breaker == BREAKER_OFF else f"after {breaker}")
     log_path = tmp / "gateway.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            gateway_command(asked, args.node_timeout, breaker),
+            gateway_command(asked, args.node_timeout, breaker, kubeconfig),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -439,8 +471,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         spec = WorkerSpec(every, args.rounds, args.node_timeout, breaker, CONCURRENCY)
         runs.append(run_worker("Fleet in-process", nodes, spec, Path(tmp)))
         tools = [tool for tool in FLEET_TOOLS for _ in range(EVERY_TOOL_ROUNDS)]
-        label = "every fleet tool"
-        every_tool = run_gateway(label, nodes, answering, breaker, args, Path(tmp), tools)
+        live = [n for n in nodes if not n.silent]
+        with kube_api(live, Path(tmp)) as kubeconfig:
+            label = "every fleet tool, nodes found through the Kubernetes API"
+            every_tool = run_gateway(
+                label, nodes, answering, breaker, args, Path(tmp), tools, kubeconfig
+            )
     report(runs, args, time.perf_counter() - started)
     report_every_tool(every_tool)
 

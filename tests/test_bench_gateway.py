@@ -22,7 +22,7 @@ def test_the_fanout_benchmark_runs_and_names_the_silent_node() -> None:
     out = done.stdout
     assert "time out" in out and "refused (breaker open)" in out
     assert "9 / 1" in out and "9 / 0" in out  # the silent node is named as failed, then left out
-    every_tool = out.split("every fleet tool:")[1]
+    every_tool = out.split("every fleet tool, nodes found through the Kubernetes API:")[1]
     for tool in ("fleet_xid_summary", "fleet_health", "nodes_needing_attention", "fleet_inventory"):
         assert tool in every_tool
     assert "peak" in every_tool

@@ -31,13 +31,13 @@ from kubernetes.aio.client import ApiClient
 from store.records import XidEvent
 from watcher.catalog import XidCatalog, default_catalog
 from watcher.config import FATAL_ACTIONS
+from watcher.kube_core import KubeCore
 from watcher.pods import api_error_text
 
 __all__ = ["REPORTING_CONTROLLER", "XidEventPoster", "XidEventPosterStats"]
 
 REPORTING_CONTROLLER = "xidwatch.io/xidwatch"
 COMPONENT = "xidwatch"
-STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 CLEARED_REASON = "NoRecentFatalXid"
 _MESSAGE_LIMIT = 1024  # the API server rejects longer Event messages
 _RATE_LOG_WINDOW_S = 60.0
@@ -140,7 +140,7 @@ class XidEventPoster:
         self.request_timeout_s = float(request_timeout_s)
         self.tick_s = tick_s
         self.stats = XidEventPosterStats()
-        self._core = client.CoreV1Api(api)
+        self._core = KubeCore(api)
         self._now = now
         self._monotonic = monotonic
         self._queue: deque[XidEvent] = deque()
@@ -229,7 +229,9 @@ class XidEventPoster:
 
     async def _load_node(self) -> None:
         """The Node's uid (for the Events) and whether our condition is already True."""
-        ok, node = await self._call("read_node", lambda: self._core.read_node(self.node))
+        ok, node = await self._call(
+            "read_node", lambda: self._core.read_node(self.node, timeout_s=self.request_timeout_s)
+        )
         if not ok:
             self._condition_true = self.node_condition is not None  # unknown: clear it later
             self._last_fatal = self._monotonic()
@@ -339,9 +341,7 @@ class XidEventPoster:
 
         async def create() -> None:
             try:
-                await self._core.create_namespaced_event(
-                    namespace, body, _request_timeout=self.request_timeout_s
-                )
+                await self._core.create_event(namespace, body, timeout_s=self.request_timeout_s)
             except client.ApiException as e:
                 if e.status != 409:  # 409: an earlier attempt got through
                     raise
@@ -408,12 +408,7 @@ class XidEventPoster:
         body = {"status": {"conditions": [cond]}}
 
         async def patch() -> None:
-            await self._core.patch_node_status(
-                self.node,
-                body,
-                _content_type=STRATEGIC_MERGE,
-                _request_timeout=self.request_timeout_s,
-            )
+            await self._core.patch_node_status(self.node, body, timeout_s=self.request_timeout_s)
 
         ok, _ = await self._call("patch_node_status", patch)
         return ok

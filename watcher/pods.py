@@ -27,6 +27,7 @@ from kubernetes.aio.client import ApiClient
 from store.records import GpuInfo, GpuPod, PodRef
 from watcher.cgroups import parse_cgroup, read_cgroup_file
 from watcher.config import DEFAULT_GPU_ANNOTATIONS
+from watcher.kube_core import KubeCore
 
 __all__ = [
     "PodDirectory",
@@ -184,7 +185,7 @@ class PodDirectory:
         self.request_timeout_s = request_timeout_s
         self.stats = PodDirectoryStats()
         self.synced = False  # a refresh has succeeded at least once
-        self._core = client.CoreV1Api(api)
+        self._core = KubeCore(api)
         self._monotonic = monotonic
         self._index = _Index()
         self._pids: OrderedDict[int, tuple[str, PodRef]] = OrderedDict()
@@ -244,10 +245,10 @@ class PodDirectory:
         async with self._refresh_lock:
             self._last_attempt = self._monotonic()
             try:
-                result = await self._core.list_pod_for_all_namespaces(
-                    field_selector=f"spec.nodeName={self.node}",
+                result = await self._core.list_node_pods(
+                    self.node,
                     resource_version="0",  # served from the API server's cache
-                    _request_timeout=float(self.request_timeout_s),
+                    timeout_s=float(self.request_timeout_s),
                 )
             except Exception as e:  # the daemon carries on with the last list
                 self._failed(e)

@@ -19,6 +19,7 @@ import structlog
 from mcp_server.gateway.errors import GatewayError
 from watcher.clock import now_ms as wall_now_ms
 from watcher.kube import close_kubernetes
+from watcher.kube_core import KubeCore
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient, ApiException
@@ -114,10 +115,8 @@ class KubeNodes:
         selector: str = DEFAULT_SELECTOR,
         default_port: int = DEFAULT_NODE_PORT,
     ) -> None:
-        from kubernetes.aio import client  # loaded only by a gateway that discovers
-
         self._api = api
-        self._core = client.CoreV1Api(api)
+        self._core = KubeCore(api)
         self.namespace = namespace
         self.selector = selector
         self.default_port = default_port
@@ -127,8 +126,8 @@ class KubeNodes:
         from kubernetes.aio.client import ApiException
 
         try:
-            pods = await self._core.list_namespaced_pod(
-                self.namespace, label_selector=self.selector, _request_timeout=LIST_TIMEOUT_S
+            pods = await self._core.list_namespaced_pods(
+                self.namespace, label_selector=self.selector, timeout_s=LIST_TIMEOUT_S
             )
         except ApiException as e:
             raise GatewayError(self._api_error(e)) from e

@@ -7,11 +7,11 @@ from typing import Any
 
 import certifi
 import pytest
-from kubernetes.aio import client
 from structlog.testing import capture_logs
 
 from tests.kube_api import KubeApiServer
 from watcher.kube import close_kubernetes, connect_kubernetes
+from watcher.kube_core import KubeCore
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ async def test_explicit_kubeconfig_gives_a_client_that_reaches_the_server(
         api = await connect_kubernetes(path, environ={}, home=tmp_path)
     assert api is not None
     try:
-        node = await client.CoreV1Api(api).read_node("node-a")
+        node = await KubeCore(api).read_node("node-a")
     finally:
         await close_kubernetes(api)
     assert node.metadata is not None
