@@ -30,6 +30,12 @@ memory are its own. Logging as in production (info, JSON) rendered into /dev/nul
   ``BURST``); and the in-process time of ``generate_latest`` on the same collector, which
   is the part of a scrape that is rendering rather than HTTP.
 
+In a cluster the daemon also talks to the Kubernetes API: one more run, at the last
+interval, gives it a kubeconfig for the tests' API server on loopback (:mod:`tests.kube_api`,
+the real ``kubernetes`` client on the other end) that lists ``CLUSTER_PODS`` pods on its
+node, some holding GPUs, with pod attribution, Events and the Node condition on; the
+other runs have Kubernetes off, so a kubeconfig on the measuring machine changes nothing.
+
 Peers: a subprocess that imports the same modules and sleeps, which is the floor that the
 Python interpreter and xidwatch's dependencies set before the daemon does anything; and a
 bare ``prometheus_client.start_http_server`` on the default registry (process, platform
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import queue
 import resource
@@ -51,7 +58,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +77,8 @@ SCRAPE_EVERY_S = 1.0
 BURST = 200
 SCRAPE_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 60.0
+NODE = "bench"
+CLUSTER_PODS = 40  # a busy GPU node: the job pods, daemon sets, sidecars
 
 # No proxy: a proxy named in the environment must not stand between us and loopback.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -104,17 +113,25 @@ def _series(body: bytes) -> int:
 # --- the measured processes ---------------------------------------------------------------
 
 
-async def _run_daemon(seconds: float, interval: float, db: Path) -> dict[str, float]:
+async def _run_daemon(
+    seconds: float, interval: float, db: Path, kubeconfig: Path | None
+) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from cli.serving import http_service
-    from watcher.config import DaemonConfig, SimulationSpec
+    from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
     from watcher.daemon import Daemon
     from watcher.metrics import DaemonCollector
 
+    kubernetes = KubernetesConfig(enabled=False)
+    if kubeconfig is not None:
+        kubernetes = KubernetesConfig(
+            kubeconfig=kubeconfig, events=True, node_condition="GpuXidFatal"
+        )
     config = DaemonConfig(
         db_path=db,
-        node="bench",
+        node=NODE,
+        kubernetes=kubernetes,
         simulate=SimulationSpec(gpus=GPUS),
         sample_interval_s=interval,
         kmsg=True,
@@ -183,6 +200,8 @@ async def _run_daemon(seconds: float, interval: float, db: Path) -> dict[str, fl
         "ticks_skipped": sampler.stats.ticks_skipped if sampler else 0,
         "gpus": len(sampler.devices) if sampler else 0,
         "batches": daemon.writer.stats.batches,
+        "pods": daemon.pods.stats.pods if daemon.pods else 0,
+        "pod_refreshes": daemon.pods.stats.refreshes if daemon.pods else 0,
     }
 
 
@@ -222,6 +241,7 @@ def child(argv: Sequence[str]) -> None:
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--db", type=Path)
+    parser.add_argument("--kubeconfig", type=Path)
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--prometheus-peer", action="store_true")
     args = parser.parse_args(argv)
@@ -231,7 +251,7 @@ def child(argv: Sequence[str]) -> None:
     elif args.prometheus_peer:
         out = _prometheus_peer()
     else:
-        out = asyncio.run(_run_daemon(args.seconds, args.interval, args.db))
+        out = asyncio.run(_run_daemon(args.seconds, args.interval, args.db, args.kubeconfig))
     out["total_cpu_s"] = _cpu_s()
     out["hwm_kib"] = _status_kib("VmHWM")
     _say("done", **out)
@@ -332,15 +352,34 @@ class Run:
     interval: float
     daemon: Measured
     scrapes: Scrapes
+    kubernetes: bool = False
 
 
-def run_interval(interval: float, seconds: float, peer_port: int, peer: Scrapes) -> Run:
+@contextlib.contextmanager
+def fake_cluster(tmp: Path) -> Iterator[Path]:
+    """An API server with ``CLUSTER_PODS`` pods on the daemon's node; yields a kubeconfig."""
+    from tests.kube_api import KubeApiServer
+
+    with KubeApiServer() as kube:
+        kube.add_node(NODE)
+        for i in range(CLUSTER_PODS):
+            held = {"xidwatch.io/gpus": str(i)} if i < GPUS else None
+            kube.add_pod(f"pod-{i}", f"ns-{i % 5}", node=NODE, annotations=held)
+        kube.add_pod("elsewhere", "ns-0", node="other-node")
+        yield kube.kubeconfig(tmp / "kubeconfig")
+
+
+def run_interval(
+    interval: float, seconds: float, peer_port: int, peer: Scrapes, kubeconfig: Path | None = None
+) -> Run:
     """One daemon child at ``interval``: 1/s scrapes through the window, then the burst."""
     with (
         tempfile.TemporaryDirectory(prefix="xidwatch-bench-") as tmp,
         tempfile.TemporaryFile("w+") as stderr,
     ):
         child_args = ["--seconds", str(seconds), "--interval", str(interval)]
+        if kubeconfig is not None:
+            child_args += ["--kubeconfig", str(kubeconfig)]
         proc = Child([*child_args, "--db", str(Path(tmp) / "store.db")], stderr)
         try:
             port = int(proc.expect("ready", READY_TIMEOUT_S * 2)["port"])
@@ -363,7 +402,7 @@ def run_interval(interval: float, seconds: float, peer_port: int, peer: Scrapes)
             proc.kill()
     for _ in range(BURST):  # the peer's burst, the daemon's child gone
         peer.scrape(peer_port, peer.burst)
-    return Run(interval, measured, scrapes)
+    return Run(interval, measured, scrapes, kubernetes=kubeconfig is not None)
 
 
 def spawn(args: Sequence[str]) -> Measured:
@@ -404,7 +443,7 @@ def report(runs: Sequence[Run], baseline: Measured, peer: Measured, peer_scrapes
         apart = f["burst_cpu_s"] + f["render_cpu_s"]
         rows.append(
             [
-                f"xidwatch Daemon + HTTP port, {GPUS} simulated GPUs at {run.interval:g} s",
+                _label(run),
                 f"{f['steady_cpu_s'] / f['steady_wall_s'] * 100:.2f}",
                 f"{f['total_cpu_s'] - f['steady_cpu_s'] - apart:.2f}",
                 _mib(f["hwm_kib"]),
@@ -481,8 +520,17 @@ def report(runs: Sequence[Run], baseline: Measured, peer: Measured, peer_scrapes
             f"generate_latest in-process p50 {f['render_p50_ms']:.2f} ms, p99 "
             f"{f['render_p99_ms']:.2f} ms ({int(f['render_bytes']):,} bytes); "
             f"{run.daemon.wall_s:.1f} s wall in all"
+            + (f"; {int(f['pod_refreshes'])} pod list(s)" if run.kubernetes else "")
         )
     print(_per_tick_line(runs))
+
+
+def _label(run: Run) -> str:
+    label = f"xidwatch Daemon + HTTP port, {GPUS} simulated GPUs at {run.interval:g} s"
+    if run.kubernetes:
+        pods = int(run.daemon.figures["pods"])
+        label += f", Kubernetes on ({pods} pods: attribution, Events, condition)"
+    return label
 
 
 def _scrape_share(f: dict[str, float]) -> float:
@@ -537,6 +585,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=list(DEFAULT_INTERVALS),
         help="sample intervals in seconds, comma-separated (default 1,10)",
     )
+    parser.add_argument(
+        "--no-kubernetes", action="store_true", help="skip the run with a Kubernetes API"
+    )
     # ``python -m bench`` calls main() with its own argv; take only our flags from it.
     known = parser.parse_known_args(args)[0]
     seconds: float = known.seconds
@@ -553,6 +604,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             peer_port = int(peer_proc.expect("ready", READY_TIMEOUT_S)["port"])
             peer_scrapes = Scrapes()
             runs = [run_interval(i, seconds, peer_port, peer_scrapes) for i in intervals]
+            if not known.no_kubernetes:
+                with tempfile.TemporaryDirectory() as tmp, fake_cluster(Path(tmp)) as kubeconfig:
+                    run = run_interval(intervals[-1], seconds, peer_port, peer_scrapes, kubeconfig)
+                    runs.append(run)
             peer_proc.tell("stop")
             peer = peer_proc.finish()
         finally:
