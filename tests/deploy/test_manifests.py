@@ -451,7 +451,8 @@ def test_resources_are_bounded_and_take_no_gpu() -> None:
     resources = daemon_container(base())["resources"]
     for kind in ("cpu", "memory"):
         assert kind in resources["requests"] and kind in resources["limits"], kind
-    assert _mebibytes(resources["requests"]["memory"]) >= 96  # measured ~85 MiB RSS
+    # measured 119 MiB peak RSS with Kubernetes on (docs/performance.md, bench.overhead)
+    assert _mebibytes(resources["requests"]["memory"]) >= 128
     assert _mebibytes(resources["limits"]["memory"]) >= 2 * _mebibytes(
         resources["requests"]["memory"]
     )

@@ -1,18 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from kubernetes.aio import client
 from structlog.testing import capture_logs
 
 from store.records import PodRef, XidEvent
 from tests.kube_api import STRATEGIC_MERGE_PATCH, KubeApiServer
 from watcher.k8s_events import REPORTING_CONTROLLER, XidEventPoster
-from watcher.kube import close_kubernetes
 
 NODE = "gpu-node-1"
 CONDITION = "GpuXidFatal"
@@ -52,13 +50,6 @@ def kube() -> Iterator[KubeApiServer]:
     with KubeApiServer() as server:
         server.add_node(NODE, uid="node-uid-1")
         yield server
-
-
-@pytest.fixture
-async def api(kube: KubeApiServer) -> AsyncIterator[Any]:
-    api = client.ApiClient(configuration=kube.configuration())
-    yield api
-    await close_kubernetes(api)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ GPUS = [GpuInfo(f"GPU-{i:08x}-1111-2222-3333-444444444444", i, "H100", f"0:{i}")
 def kube() -> Iterator[KubeApiServer]:
     with KubeApiServer() as server:
         yield server
-
-
-@pytest.fixture
-async def api(kube: KubeApiServer) -> AsyncIterator[Any]:
-    api = client.ApiClient(configuration=kube.configuration())
-    yield api
-    await close_kubernetes(api)
 
 
 def _directory(api: Any, proc: Path, **kwargs: Any) -> PodDirectory:
