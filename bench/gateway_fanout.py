@@ -267,8 +267,9 @@ def gateway_command(
     nodes: dict[str, str], node_timeout_s: float, breaker: int, kubeconfig: Path | None = None
 ) -> list[str]:
     """``xidwatch gateway`` naming ``nodes`` with ``--node``, or finding them via ``kubeconfig``."""
-    specs = [arg for name, url in nodes.items() for arg in ("--node", f"{name}={url}")]
-    if kubeconfig is not None:
+    if kubeconfig is None:
+        specs = [arg for name, url in nodes.items() for arg in ("--node", f"{name}={url}")]
+    else:
         specs = ["--kubeconfig", str(kubeconfig)]
     return [
         *(sys.executable, "-m", "cli", "--log-json", "--log-level", "info", "gateway"),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the library loads only when a client connects (watcher.kube)
     from kubernetes.aio.client import ApiClient, CoreV1Event, V1Node, V1PodList
 
-__all__ = ["STRATEGIC_MERGE", "KubeCore"]
+__all__ = ["KubeCore"]
 
 JSON = "application/json"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
