@@ -1,7 +1,10 @@
 """Charts for ``xidwatch trend``: a sparkline per GPU with its XIDs marked, plus JSON and CSV.
 
 Pure functions from store records to text. Values arrive already in the metric's unit (the
-query layer applies ``Metric.scale``), so nothing here rescales.
+query layer applies ``Metric.scale``), so nothing here rescales. The current reading, the
+threshold and the projection come from :func:`store.trend.assess_trend` (the caller passes
+reports read with the raw samples), and the JSON is the MCP tools' SeriesModel and
+TrendModel, so the CLI and the assistant see the same facts.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ import csv
 import io
 import shutil
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
+from mcp_server.models import SeriesModel
+from mcp_server.tools_history import TrendModel
 from store.metrics import METRICS, Metric
 from store.pci import normalize_pci
 from store.records import Bucket, Series, StoredXid
-from store.trend import TrendFit, fit_trend, has_data
+from store.trend import TrendReport, assess_trend, has_data
 from store.windows import format_ts
 
 __all__ = [
@@ -56,6 +61,8 @@ _MAX_GRID_SLOTS = 1_000_000
 _MAX_XID_LABELS = 12
 _DAY_MS = 86_400_000
 _TIMES = "\N{MULTIPLICATION SIGN}"
+# TrendModel fields that repeat the series' own identity, left out of ``stats``.
+_IDENTITY = frozenset({"gpu", "pci_bus_id", "metric", "unit"})
 _BOLD, _DIM, _RED = "1", "2", "31"
 
 
@@ -123,12 +130,14 @@ def render_trend(
     metric: Metric,
     width: int | None = None,
     color: bool = False,
+    reports: Mapping[str, TrendReport] | None = None,
 ) -> str:
-    """Per GPU: a header, a sparkline of bucket averages, its XIDs marked, and the stats.
+    """Per GPU: a header, a sparkline of bucket averages, its XIDs marked, now, and the stats.
 
     ``width`` is the line width to fit the chart in (the terminal's when None). XIDs are
     drawn under the GPU whose PCI bus id (or UUID) they carry, in the column of the bucket
-    they fell in.
+    they fell in. ``reports`` (by GPU UUID) carry the latest reading and the threshold; a
+    GPU without one is assessed from its buckets alone.
     """
     if not series:
         return f"no {metric.name} data: no GPU series to show"
@@ -142,60 +151,38 @@ def render_trend(
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     columns = max(_MIN_COLUMNS, width - len(_INDENT))
-    blocks = [_render_one(s, xids, metric, columns, color) for s in series]
+    blocks = [_render_one(s, xids, metric, columns, color, _report(s, reports)) for s in series]
     return "\n\n".join(blocks)
 
 
 def trend_json(
-    series: Sequence[Series], xids: Sequence[StoredXid], metric: Metric
+    series: Sequence[Series],
+    xids: Sequence[StoredXid],
+    metric: Metric,
+    reports: Mapping[str, TrendReport] | None = None,
 ) -> list[dict[str, object]]:
-    """The ``trend --json`` objects, one per GPU: a stable contract (fields added, not renamed)."""
+    """The ``trend --json`` objects, one per GPU: a stable contract (fields added, not renamed).
+
+    Each is the MCP SeriesModel with every bucket listed (empty ones with null values),
+    ``stats`` (the MCP TrendModel less the GPU and metric named above it) and ``xids``.
+    """
     out: list[dict[str, object]] = []
     for s in series:
-        fit = fit_trend(s)
-        out.append(
+        body = SeriesModel.from_series(s, keep_empty=True).model_dump(mode="json")
+        trend = TrendModel.from_report(s, _report(s, reports)).model_dump(mode="json")
+        body["metric"], body["unit"] = metric.name, metric.unit
+        body["stats"] = {k: v for k, v in trend.items() if k not in _IDENTITY}
+        body["xids"] = [
             {
-                "gpu": s.index,
-                "uuid": s.uuid,
-                "pci_bus_id": s.pci_bus_id,
-                "metric": metric.name,
-                "unit": metric.unit,
-                "tier": s.tier,
-                "step_ms": s.step_ms,
-                "since": format_ts(s.since_ms),
-                "until": format_ts(s.until_ms),
-                "buckets": [
-                    {
-                        "ts": format_ts(b.ts_ms),
-                        "ts_ms": b.ts_ms,
-                        "min": b.min,
-                        "avg": b.avg,
-                        "max": b.max,
-                        "count": b.count,
-                    }
-                    for b in s.buckets
-                ],
-                "stats": {
-                    "min": fit.min,
-                    "avg": fit.avg,
-                    "max": fit.max,
-                    "slope_per_hour": fit.slope_per_hour,
-                    "change": fit.change,
-                    "r_squared": fit.r_squared,
-                    "points": fit.points,
-                },
-                "xids": [
-                    {
-                        "ts": format_ts(x.ts_ms),
-                        "ts_ms": x.ts_ms,
-                        "kind": x.kind,
-                        "xid": x.xid,
-                        "count": x.count,
-                    }
-                    for x in _xids_for(s, xids)
-                ],
+                "ts": format_ts(x.ts_ms),
+                "ts_ms": x.ts_ms,
+                "kind": x.kind,
+                "xid": x.xid,
+                "count": x.count,
             }
-        )
+            for x in _xids_for(s, xids)
+        ]
+        out.append(body)
     return out
 
 
@@ -234,8 +221,18 @@ def list_metrics_text(metrics: Sequence[Metric] = METRICS) -> str:
     )
 
 
+def _report(series: Series, reports: Mapping[str, TrendReport] | None) -> TrendReport:
+    given = reports.get(series.uuid) if reports else None
+    return given if given is not None else assess_trend(series)
+
+
 def _render_one(
-    series: Series, xids: Sequence[StoredXid], metric: Metric, columns: int, color: bool
+    series: Series,
+    xids: Sequence[StoredXid],
+    metric: Metric,
+    columns: int,
+    color: bool,
+    report: TrendReport,
 ) -> str:
     header = (
         f"GPU {series.index}  {series.pci_bus_id}  {metric.name} ({metric.unit})  "
@@ -243,7 +240,7 @@ def _render_one(
         f"{_short_ts(series.since_ms)} .. {_short_ts(series.until_ms)}"
     )
     lines = [_paint(header, _BOLD, color)]
-    fit = fit_trend(series)
+    fit = report.fit
     if fit.points == 0:
         lines.append(f"{_INDENT}no data in this window")
         return "\n".join(lines)
@@ -259,7 +256,10 @@ def _render_one(
         row = "".join(MARKER if c in marked else " " for c in range(len(merged))).rstrip()
         lines.append(_INDENT + _paint(row, _RED, color))
         lines.append(_INDENT + _marker_labels(markers, series, columns))
-    lines.append(_INDENT + _stats(fit, series, metric.unit))
+    now = _now_line(report, series, metric.unit)
+    if now:
+        lines.append(_INDENT + _paint(now, _RED, color and report.status == "crossed"))
+    lines.append(_INDENT + _stats(report, series, metric.unit))
     return "\n".join(lines)
 
 
@@ -375,21 +375,69 @@ def _marker_labels(markers: Sequence[_Marker], series: Series, width: int) -> st
     return text
 
 
-def _stats(fit: TrendFit, series: Series, unit: str) -> str:
+def _now_line(report: TrendReport, series: Series, unit: str) -> str:
+    """``now 96 °C at 10:41:07Z · crossed 92 °C (slowdown_temp of GPU 2) at 10:32:05Z``."""
+    now, limit = report.current, report.threshold
+    if now is None:
+        return ""
+    text = f"now {_num(now.value)} {unit} at {_when(now.ts_ms, series)}"
+    if now.source != "sample":
+        text += f" ({now.source})"
+    if limit is None:
+        return text
+    line = f"{_num(limit.value)} {unit} ({limit.source})"
+    if report.status == "crossed":
+        assert report.crossed_at_ms is not None
+        text += f" · crossed {line} at {_when(report.crossed_at_ms, series)}"
+        if limit.beyond is not None:
+            name, value = limit.beyond
+            text += f"; {name} {_num(value)} {unit}"
+    elif report.status == "approaching":
+        assert report.hours_to_threshold is not None
+        text += (
+            f" · reaches {line} in {_hours(report.hours_to_threshold)}, "
+            f"confidence {report.confidence}"
+        )
+    else:
+        text += f" · {line}: {report.reason}"
+    return text
+
+
+def _stats(report: TrendReport, series: Series, unit: str) -> str:
     """``min 41 avg 63.2 max 88 °C · slope +2.4 °C/h (r² 0.93) · change +17 over 24h``."""
+    fit = report.fit
     assert fit.min is not None and fit.avg is not None and fit.max is not None
     parts = [f"min {_num(fit.min)} avg {_num(fit.avg)} max {_num(fit.max)} {unit}"]
-    if fit.slope_per_hour is None or fit.change is None:
-        parts.append(f"slope n/a ({fit.points} point{'s' if fit.points != 1 else ''})")
+    if report.slope is None:
+        parts.append(f"slope n/a ({report.slope_reason or 'no fit'})")
     else:
-        r_squared = f" (r² {fit.r_squared:.2f})" if fit.r_squared is not None else ""
-        parts.append(f"slope {_num(fit.slope_per_hour, signed=True)} {unit}/h{r_squared}")
+        r_squared = f" (r² {report.r_squared:.2f})" if report.r_squared is not None else ""
+        per = "h" if report.slope_per == "hour" else "d"
+        parts.append(f"slope {_num(report.slope, signed=True)} {unit}/{per}{r_squared}")
+    if fit.points >= 2 and fit.change is not None:
         assert fit.first_ts_ms is not None and fit.last_ts_ms is not None
         start = max(fit.first_ts_ms, series.since_ms)
         end = min(fit.last_ts_ms + series.step_ms, series.until_ms)
         over = _duration(max(end - start, fit.last_ts_ms - fit.first_ts_ms))
         parts.append(f"change {_num(fit.change, signed=True)} over {over}")
     return " · ".join(parts)
+
+
+def _when(ts_ms: int, series: Series) -> str:
+    """A reading's time: ``10:41:07Z``, with the date when the window is over a day."""
+    stamp = format_ts(ts_ms)
+    if series.until_ms - series.since_ms > _DAY_MS:
+        return f"{stamp[5:10]} {stamp[11:19]}Z"
+    return f"{stamp[11:19]}Z"
+
+
+def _hours(hours: float) -> str:
+    """``45m``, ``5.2 h``, ``3.1 d``."""
+    if hours < 1:
+        return f"{max(1, round(hours * 60))}m"
+    if hours < 48:
+        return f"{_num(hours)} h"
+    return f"{_num(hours / 24)} d"
 
 
 def _num(value: float, *, signed: bool = False) -> str:

@@ -19,6 +19,7 @@ from store.records import GpuSample
 __all__ = [
     "METRICS",
     "RAW_COLUMNS",
+    "GpuLimit",
     "Metric",
     "MetricKind",
     "get_metric",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 MetricKind = Literal["gauge", "counter", "flag"]
+# A limit each GPU reports for itself (GpuInfo's slowdown_temp_c, shutdown_temp_c,
+# power_limit_default_w), usable as a trend threshold.
+GpuLimit = Literal["slowdown_temp", "shutdown_temp", "power_limit"]
 
 # NVML clocks event (throttle) reason bits.
 SW_POWER_CAP = 0x4
@@ -79,6 +83,10 @@ class Metric:
     ``column`` names it in the rollup tables (``<column>_min``/``_max``/``_sum``/``_n``);
     ``source`` is the raw ``samples`` column it comes from, and ``mask`` (for throttle flags)
     the bits of that column that make it 1.
+
+    ``default_threshold`` (a value) or ``default_limit`` (the GPU's own limit) is the line a
+    trend is judged against when none is asked for, where NVIDIA gives one; ``threshold_basis``
+    says where it comes from. A threshold is crossed at or above it.
     """
 
     name: str
@@ -89,6 +97,9 @@ class Metric:
     scale: float = 1.0
     source: str = ""
     mask: int | None = None
+    default_threshold: float | None = None
+    default_limit: GpuLimit | None = None
+    threshold_basis: str = ""
 
     @property
     def raw_column(self) -> str:
@@ -109,7 +120,15 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("temperature", "temp_c", "°C", "gauge", "GPU core temperature."),
+    Metric(
+        "temperature",
+        "temp_c",
+        "°C",
+        "gauge",
+        "GPU core temperature.",
+        default_limit="slowdown_temp",
+        threshold_basis="the GPU's own slowdown temperature: clocks are cut from there",
+    ),
     Metric("power", "power_mw", "W", "gauge", "Board power draw.", scale=0.001),
     Metric("power_limit", "power_limit_mw", "W", "gauge", "Enforced power limit.", scale=0.001),
     Metric("sm_clock", "sm_clock_mhz", "MHz", "gauge", "SM (graphics) clock."),
@@ -131,6 +150,8 @@ METRICS: tuple[Metric, ...] = (
         "errors",
         "counter",
         "Double-bit (uncorrectable) ECC errors since the last driver load.",
+        default_threshold=1,
+        threshold_basis="any uncorrectable ECC error is a problem (XID 48/94/95)",
     ),
     Metric(
         "ecc_corrected_aggregate",
@@ -159,6 +180,11 @@ METRICS: tuple[Metric, ...] = (
         "rows",
         "counter",
         "Rows remapped after uncorrectable errors.",
+        default_threshold=8,
+        # NVIDIA's RMA policy for row remapping: a remap for an uncorrectable error on a bank
+        # that already has eight such rows remapped fails (the remap-failure flag). NVML counts
+        # per GPU, not per bank, so 8 is the first count at which a bank can be full.
+        threshold_basis="a bank with 8 rows remapped for uncorrectable errors cannot remap more",
     ),
     Metric(
         "remap_pending",
@@ -166,6 +192,8 @@ METRICS: tuple[Metric, ...] = (
         "flag",
         "flag",
         "1 while a row remap waits for a GPU reset to take effect (XID 63).",
+        default_threshold=1,
+        threshold_basis="a pending remap needs a GPU reset to take effect",
     ),
     Metric(
         "remap_failure",
@@ -173,6 +201,8 @@ METRICS: tuple[Metric, ...] = (
         "flag",
         "flag",
         "1 once a row remap has failed (XID 64): the GPU needs service.",
+        default_threshold=1,
+        threshold_basis="a row-remap failure meets NVIDIA's RMA criteria",
     ),
     Metric(
         "throttle_power",

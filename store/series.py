@@ -6,12 +6,19 @@ retention still covers the window's start; if none covers it, the finest tier th
 (the answer is then coarser than asked, and says so through ``step_ms``). The window is
 aligned to the tier's step and each bucket is a whole number of steps, so a bucket from a
 rollup tier holds exactly the samples it would hold from raw data.
+
+Asked to (``no_finer_than_samples``), a bucket is never narrower than the GPUs' sampling
+interval: a 2-minute window of 1 s samples gives at most 120 buckets, not 1000 mostly empty
+ones. Beside the buckets, two one-probe reads of the raw samples: the latest reading of a
+series, and when a reading first reached a threshold.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import aiosqlite
 
@@ -20,6 +27,7 @@ from store.inventory import resolve_gpus
 from store.metrics import Metric, get_metric
 from store.records import Bucket, Series
 from store.retention import RetentionPolicy
+from store.trend import Reading, Threshold, TrendReport, assess_trend, crossing_bucket
 
 __all__ = [
     "MAX_BUCKETS",
@@ -27,13 +35,19 @@ __all__ = [
     "TIERS",
     "Tier",
     "choose_tier",
+    "first_reaching",
     "get_tier",
+    "latest_reading",
     "metric_series",
     "plan_window",
+    "sample_interval_ms",
+    "series_report",
 ]
 
 MAX_BUCKETS = 2000
 MAX_WINDOW_MS = 800 * 86_400_000
+# Gaps between this many of the newest raw samples in a window give its sampling interval.
+_INTERVAL_SAMPLES = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +135,22 @@ async def metric_series(
     gpus: Sequence[str | int] = (),
     retention: RetentionPolicy | None = None,
     tier: str | None = None,
+    no_finer_than_samples: bool = False,
 ) -> list[Series]:
     """``metric`` for each selected GPU (all by default), bucketed; empty buckets kept.
 
     ``tier`` forces a tier (``raw``, ``1m``, ``1h``) instead of choosing one.
+    ``no_finer_than_samples`` caps the bucket count at the window over the sampling interval
+    (:func:`sample_interval_ms`), so no bucket is narrower than the time between samples.
     """
     m = get_metric(metric) if isinstance(metric, str) else metric
+    selected = await resolve_gpus(conn, gpus)
+    if no_finer_than_samples and 1 <= buckets <= MAX_BUCKETS and until_ms > since_ms:
+        interval = await sample_interval_ms(
+            conn, [gpu_id for gpu_id, _ in selected], since_ms=since_ms, until_ms=until_ms
+        )
+        if interval is not None:
+            buckets = max(1, min(buckets, (until_ms - since_ms) // interval))
     plan = plan_window(
         since_ms,
         until_ms,
@@ -136,7 +160,7 @@ async def metric_series(
         tier=tier,
     )
     out = []
-    for gpu_id, gpu in await resolve_gpus(conn, gpus):
+    for gpu_id, gpu in selected:
         rows = await _bucket_rows(conn, m, plan, gpu_id)
         out.append(
             Series(
@@ -153,6 +177,114 @@ async def metric_series(
             )
         )
     return out
+
+
+async def sample_interval_ms(
+    conn: aiosqlite.Connection, gpu_ids: Sequence[int], *, since_ms: int, until_ms: int
+) -> int | None:
+    """The sampling interval in the window: the median gap between its newest raw samples.
+
+    Gaps among the newest few samples of each GPU are pooled; the median, so a skipped
+    tick or a restart does not widen it. None when no GPU has two samples in the window.
+    """
+    sql = (
+        "SELECT ts FROM samples WHERE gpu = ? AND ts >= ? AND ts < ? "
+        f"ORDER BY ts DESC LIMIT {_INTERVAL_SAMPLES}"
+    )
+    gaps: list[int] = []
+    for gpu_id in gpu_ids:
+        async with conn.execute(sql, (gpu_id, since_ms, until_ms)) as cur:
+            ts = [int(t) async for (t,) in cur]
+        gaps.extend(a - b for a, b in pairwise(ts) if a > b)
+    return int(statistics.median_low(gaps)) if gaps else None
+
+
+async def series_report(
+    conn: aiosqlite.Connection,
+    metric: str | Metric,
+    series: Series,
+    threshold: Threshold | None = None,
+) -> TrendReport:
+    """:func:`store.trend.assess_trend` on ``series`` with what only the raw samples know.
+
+    The current value is the newest raw reading; past the threshold, the crossing time is
+    the first sample at or past it in the bucket where the latest run of such buckets began.
+    """
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    current = await latest_reading(conn, m, series)
+    crossed_at = None
+    if threshold is not None and current is not None and threshold.reached(current.value):
+        bucket = crossing_bucket(series, threshold)
+        if bucket is not None:
+            crossed_at = await first_reaching(
+                conn,
+                m,
+                series,
+                threshold.value,
+                since_ms=max(bucket.ts_ms, series.since_ms),
+                until_ms=min(bucket.ts_ms + series.step_ms, series.until_ms),
+                above=threshold.above,
+            )
+    return assess_trend(series, current=current, threshold=threshold, crossed_at_ms=crossed_at)
+
+
+async def latest_reading(
+    conn: aiosqlite.Connection, metric: str | Metric, series: Series
+) -> Reading | None:
+    """The newest raw sample of ``series``' metric in its window.
+
+    Read from the last bucket that holds data (a primary-key probe, newest first); None
+    when its raw samples are past retention or the series has no data.
+    """
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    last = next((b for b in reversed(series.buckets) if b.count > 0), None)
+    gpu_id = await _gpu_id(conn, series.uuid)
+    if last is None or gpu_id is None:
+        return None
+    value = m.raw_sql()
+    sql = (
+        f"SELECT ts, {value} FROM samples WHERE gpu = ? AND ts >= ? AND ts < ? "
+        f"AND {m.raw_column} IS NOT NULL ORDER BY ts DESC LIMIT 1"
+    )
+    start, end = max(last.ts_ms, series.since_ms), min(last.ts_ms + series.step_ms, series.until_ms)
+    async with conn.execute(sql, (gpu_id, start, end)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else Reading(int(row[0]), row[1] * m.scale)
+
+
+async def first_reaching(
+    conn: aiosqlite.Connection,
+    metric: str | Metric,
+    series: Series,
+    threshold: float,
+    *,
+    since_ms: int,
+    until_ms: int,
+    above: bool = True,
+) -> int | None:
+    """The time of the first raw sample in ``[since_ms, until_ms)`` at or past ``threshold``.
+
+    Meant for one bucket (the one a crossing was found in), so the answer is to the sample
+    rather than to the bucket; None when raw samples no longer cover it.
+    """
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    gpu_id = await _gpu_id(conn, series.uuid)
+    if gpu_id is None:
+        return None
+    compare = ">=" if above else "<="
+    sql = (
+        f"SELECT min(ts) FROM samples WHERE gpu = ? AND ts >= ? AND ts < ? "
+        f"AND {m.raw_sql()} * ? {compare} ?"
+    )
+    async with conn.execute(sql, (gpu_id, since_ms, until_ms, m.scale, threshold)) as cur:
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def _gpu_id(conn: aiosqlite.Connection, uuid: str) -> int | None:
+    async with conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
 
 
 async def _bucket_rows(

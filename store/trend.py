@@ -2,30 +2,62 @@
 
 Pure functions over :class:`~store.records.Series`; the CLI's ``xidwatch trend`` and the MCP
 trend tool both read their numbers from here, so the two never disagree.
+
+:func:`assess_trend` is what they show: the latest reading, whether it is already past the
+threshold (and since when), and a slope and a projection only where the data can carry
+them: at least :data:`MIN_POINTS` buckets over :data:`MIN_SPAN_MS`, and no change of load
+inside the window (see :func:`load_change`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from store.records import Bucket, Series
+from store.metrics import GpuLimit, Metric
+from store.records import Bucket, GpuInfo, Series
+from store.windows import format_ts
 
 __all__ = [
+    "MIN_POINTS",
+    "MIN_SPAN_MS",
+    "PER_DAY_AFTER_MS",
     "Confidence",
+    "Reading",
+    "Threshold",
     "ThresholdEta",
     "TrendFit",
+    "TrendReport",
+    "TrendStatus",
+    "assess_trend",
+    "crossing_bucket",
     "eta_to_threshold",
     "fit_trend",
     "has_data",
+    "load_change",
+    "pick_threshold",
+    "round_sig",
     "time_to_threshold",
 ]
 
 Confidence = Literal["high", "medium", "low", "none"]
+TrendStatus = Literal[
+    "crossed", "approaching", "not_approaching", "no_projection", "no_threshold", "no_data"
+]
 
 _MS_PER_HOUR = 3_600_000
+_MS_PER_DAY = 86_400_000
+# A slope, its r² and a projection need this many buckets with data, spanning this long.
+MIN_POINTS = 5
+MIN_SPAN_MS = 10 * 60_000
+# Windows longer than this give their slope per day instead of per hour.
+PER_DAY_AFTER_MS = 3 * _MS_PER_DAY
+# The latter half of the window must move at least this share of the whole window's slope,
+# in the same direction, or the load changed inside it (see load_change); more than the
+# inverse is an acceleration, and a line through the whole window is then late.
+_HALF_AGREES = 0.5
 
 # Confidence rules for eta_to_threshold: (min points, min r², max hours ahead per hour seen).
 _HIGH = (12, 0.8, 1.0)
@@ -171,6 +203,289 @@ def eta_to_threshold(fit: TrendFit, current: float, threshold: float) -> Thresho
     )
     weak = _weaknesses(fit.points, r_squared, ahead)
     return ThresholdEta(hours, confidence, basis + (f" ({'; '.join(weak)})" if weak else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A metric's value at one time: a raw sample, or a bucket's extreme when none is kept."""
+
+    ts_ms: int
+    value: float
+    source: Literal["sample", "bucket max", "bucket min"] = "sample"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A line to judge a trend against: reached at or above it (at or below if not ``above``).
+
+    ``source`` says where it came from; ``beyond`` names a further limit worth saying once
+    this one is crossed (the shutdown temperature past the slowdown one).
+    """
+
+    value: float
+    source: str
+    above: bool = True
+    beyond: tuple[str, float] | None = None
+
+    def reached(self, value: float) -> bool:
+        """Whether ``value`` is at or past this threshold."""
+        return value >= self.value if self.above else value <= self.value
+
+
+@dataclass(frozen=True, slots=True)
+class TrendReport:
+    """What a trend answer says about one series: the facts, and a projection when earned.
+
+    ``current`` is the latest reading. ``slope`` is per ``slope_per`` (hour, or day for
+    windows over :data:`PER_DAY_AFTER_MS`), and it and ``r_squared`` are None with
+    ``slope_reason`` saying why when the data are too few or too short. ``crossed`` is None
+    without a threshold; when True, ``crossed_at_ms`` is when the readings last went past it
+    and stayed (the first sample of that run, or its bucket's start) and there is no
+    projection. ``status`` and ``reason`` sum it up.
+    """
+
+    fit: TrendFit
+    status: TrendStatus
+    reason: str
+    current: Reading | None = None
+    slope: float | None = None
+    slope_per: Literal["hour", "day"] = "hour"
+    r_squared: float | None = None
+    slope_reason: str | None = None
+    span_ms: int = 0
+    threshold: Threshold | None = None
+    crossed: bool | None = None
+    crossed_at_ms: int | None = None
+    hours_to_threshold: float | None = None
+    confidence: Confidence = "none"
+
+
+def pick_threshold(
+    metric: Metric,
+    gpu: GpuInfo,
+    *,
+    given: float | None = None,
+    limit: GpuLimit | None = None,
+    above: bool = True,
+) -> Threshold | None:
+    """The threshold asked for (``given`` or the GPU's own ``limit``), else the metric's default.
+
+    ``above`` applies to a given value; limits and defaults are ceilings. None when nothing
+    applies, or the GPU does not report the limit.
+    """
+    if given is not None:
+        return Threshold(given, "given", above)
+    name = limit or metric.default_limit
+    if name is None:
+        if metric.default_threshold is None:
+            return None
+        return Threshold(
+            metric.default_threshold, f"default for {metric.name}: {metric.threshold_basis}"
+        )
+    value = _gpu_limit(gpu, name)
+    if value is None:
+        return None
+    source = f"{name} of GPU {gpu.index}" + (", the default" if limit is None else "")
+    beyond = None
+    if name == "slowdown_temp" and gpu.shutdown_temp_c is not None:
+        beyond = ("shutdown temperature", float(gpu.shutdown_temp_c))
+    return Threshold(float(value), source, True, beyond)
+
+
+def crossing_bucket(series: Series, threshold: Threshold) -> Bucket | None:
+    """The first bucket of the latest run of buckets that reach ``threshold``.
+
+    Buckets without data do not break a run. None when the last bucket with data does not
+    reach it.
+    """
+    start: Bucket | None = None
+    for bucket in reversed([b for b in series.buckets if has_data(b)]):
+        extreme = bucket.max if threshold.above else bucket.min
+        value = extreme if extreme is not None else _avg(bucket)
+        if not threshold.reached(value):
+            break
+        start = bucket
+    return start
+
+
+def assess_trend(
+    series: Series,
+    *,
+    current: Reading | None = None,
+    threshold: Threshold | None = None,
+    crossed_at_ms: int | None = None,
+) -> TrendReport:
+    """The facts and, when the data carry one, the projection for one series.
+
+    ``current`` is the newest raw reading (the caller reads it from the store); without
+    one, the last bucket's max (its min for a floor) stands in. A reading at or past the
+    threshold is ``crossed``, at ``crossed_at_ms`` when the caller found the sample, else
+    at the start of :func:`crossing_bucket`. Otherwise a projection needs a slope (at least
+    :data:`MIN_POINTS` buckets over :data:`MIN_SPAN_MS`), a trend toward the threshold, and
+    no change of load in the window (:func:`load_change`).
+    """
+    fit = fit_trend(series)
+    data = [b for b in series.buckets if has_data(b)]
+    per: Literal["hour", "day"] = (
+        "day" if series.until_ms - series.since_ms > PER_DAY_AFTER_MS else "hour"
+    )
+    span = _data_span_ms(series, data)
+    short = _too_little(fit.points, span)
+    slope = None
+    if short is None and fit.slope_per_hour is not None:
+        slope = fit.slope_per_hour * (24 if per == "day" else 1)
+    facts = TrendReport(
+        fit,
+        "no_data",
+        "no data in the window",
+        slope=slope,
+        slope_per=per,
+        r_squared=fit.r_squared if short is None else None,
+        slope_reason=short,
+        span_ms=span,
+        threshold=threshold,
+    )
+    if not data:
+        return facts
+    now = current or _bucket_reading(data[-1], threshold)
+    if threshold is None:
+        return _with(
+            facts,
+            "no_threshold",
+            "no threshold asked for, none by default for this metric, "
+            "or the GPU does not report that limit",
+            now,
+        )
+    side = "above" if threshold.above else "below"
+    if threshold.reached(now.value):
+        at = crossed_at_ms
+        if at is None:
+            bucket = crossing_bucket(series, threshold)
+            at = max(bucket.ts_ms, series.since_ms) if bucket is not None else now.ts_ms
+        unit = f" {series.unit}"
+        reason = (
+            f"crossed: {_g(now.value)}{unit} is at or {side} the threshold "
+            f"{_g(threshold.value)}{unit} ({threshold.source}) since {format_ts(at)}"
+        )
+        if threshold.beyond is not None:
+            name, value = threshold.beyond
+            reason += f"; the {name} is {_g(value)}{unit}" + (
+                ", reached too" if now.value >= value else f", {_g(value - now.value)}{unit} away"
+            )
+        return replace(_with(facts, "crossed", reason, now), crossed=True, crossed_at_ms=at)
+    below = replace(facts, current=now, crossed=False)
+    if short is not None:
+        return replace(below, status="no_projection", reason=f"no projection: {short}")
+    eta = eta_to_threshold(fit, now.value, threshold.value)
+    if eta.hours is None:
+        return replace(below, status="not_approaching", reason=eta.reason)
+    halves = _half_slopes(series, data)
+    changed = load_change(halves)
+    if changed is not None:
+        return replace(below, status="no_projection", reason=f"no projection: {changed}")
+    confidence, reason = eta.confidence, eta.reason
+    if halves is not None and abs(halves[1]) > abs(halves[0]) / _HALF_AGREES:
+        confidence = "low"
+        reason += (
+            f"; accelerating ({_g(halves[1], signed=True)}/h over the latter half), "
+            "so it may come sooner"
+        )
+    return replace(
+        below,
+        status="approaching",
+        reason=reason,
+        hours_to_threshold=eta.hours,
+        confidence=confidence,
+    )
+
+
+def load_change(halves: tuple[float, float] | None) -> str | None:
+    """Why a line through the window would mislead: the load changed inside it, or None.
+
+    ``halves`` is the slope per hour over the whole window and over its latter half (by
+    time; see :func:`_half_slopes`). When the latter half moves the other way, or at less
+    than half the whole window's pace, the early part holds a step or a warm-up (a load
+    that started, a fan curve settling) and the whole-window line overstates the trend.
+    """
+    if halves is None:
+        return None
+    whole, late = halves
+    if whole == 0.0:
+        return None
+    if late * whole <= 0.0 or abs(late) < abs(whole) * _HALF_AGREES:
+        return (
+            f"the load changed in the window (warm-up or a step): the latter half moves "
+            f"{_g(late, signed=True)}/h against {_g(whole, signed=True)}/h over the whole"
+        )
+    return None
+
+
+def round_sig(value: float | None, digits: int = 4) -> float | None:
+    """``value`` to ``digits`` significant digits, never dropping whole-number digits.
+
+    72.33333 -> 72.33, -2376.0000000000005 -> -2376.0, 81234.5 -> 81234.0, 0.0123456 ->
+    0.01235. None, zero and non-finite values come back as they are.
+    """
+    if value is None or value == 0 or not math.isfinite(value):
+        return value
+    magnitude = math.floor(math.log10(abs(value)))
+    return round(value, max(0, digits - 1 - magnitude))
+
+
+def _with(report: TrendReport, status: TrendStatus, reason: str, now: Reading) -> TrendReport:
+    return replace(report, status=status, reason=reason, current=now)
+
+
+def _gpu_limit(gpu: GpuInfo, name: GpuLimit) -> float | None:
+    if name == "slowdown_temp":
+        return gpu.slowdown_temp_c
+    if name == "shutdown_temp":
+        return gpu.shutdown_temp_c
+    return gpu.power_limit_default_w
+
+
+def _bucket_reading(bucket: Bucket, threshold: Threshold | None) -> Reading:
+    if threshold is not None and not threshold.above:
+        return Reading(
+            bucket.ts_ms, bucket.min if bucket.min is not None else _avg(bucket), "bucket min"
+        )
+    return Reading(
+        bucket.ts_ms, bucket.max if bucket.max is not None else _avg(bucket), "bucket max"
+    )
+
+
+def _data_span_ms(series: Series, data: Sequence[Bucket]) -> int:
+    """From the start of the first bucket with data to the end of the last, inside the window."""
+    if not data:
+        return 0
+    start = max(data[0].ts_ms, series.since_ms)
+    end = min(data[-1].ts_ms + series.step_ms, series.until_ms)
+    return max(0, end - start)
+
+
+def _too_little(points: int, span_ms: int) -> str | None:
+    if points < MIN_POINTS:
+        return f"{points} bucket{'s' if points != 1 else ''} with data, {MIN_POINTS} needed"
+    if span_ms < MIN_SPAN_MS:
+        return f"{_g(span_ms / 60_000)} min of data, {MIN_SPAN_MS // 60_000} needed"
+    return None
+
+
+def _half_slopes(series: Series, data: Sequence[Bucket]) -> tuple[float, float] | None:
+    """Slopes per hour over all of ``data`` and over its latter half in time (3 points or more)."""
+    origin = data[0].ts_ms
+    xs = [_mid_hours(b, series, origin_ms=origin) for b in data]
+    ys = [_avg(b) for b in data]
+    ws = [float(b.count) for b in data]
+    middle = (xs[0] + xs[-1]) / 2
+    late = [i for i, x in enumerate(xs) if x >= middle]
+    if len(late) < 3:
+        return None
+    whole, _ = _weighted_line(xs, ys, ws)
+    part, _ = _weighted_line([xs[i] for i in late], [ys[i] for i in late], [ws[i] for i in late])
+    if whole is None or part is None:
+        return None
+    return whole, part
 
 
 def _confidence(points: int, r_squared: float, ahead: float) -> Confidence:

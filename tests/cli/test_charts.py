@@ -23,8 +23,11 @@ from cli.charts import (
     trend_csv,
     trend_json,
 )
+from mcp_server.models import SeriesModel
+from mcp_server.tools_history import TrendModel
 from store.metrics import METRICS, get_metric
 from store.records import Bucket, Series, StoredXid
+from store.trend import Reading, Threshold, assess_trend
 
 T0 = int(datetime(2026, 11, 24, 10, tzinfo=UTC).timestamp() * 1000)
 STEP = 300_000  # 5 minutes
@@ -187,7 +190,9 @@ def test_stats_numbers_are_rounded_for_reading() -> None:
 
 def test_one_point_has_no_slope_line() -> None:
     text = render_trend([series([None, 63.0])], [], metric=TEMPERATURE, width=80)
-    assert text.splitlines()[-1] == "  min 62 avg 63 max 64 °C · slope n/a (1 point)"
+    assert text.splitlines()[-1] == (
+        "  min 62 avg 63 max 64 °C · slope n/a (1 bucket with data, 5 needed)"
+    )
 
 
 def test_no_data_at_all_says_so_with_the_tier_and_window() -> None:
@@ -324,6 +329,7 @@ def test_json_has_one_object_per_gpu_with_buckets_stats_and_its_own_xids() -> No
         "step_ms",
         "since",
         "until",
+        "empty_buckets",
         "buckets",
         "stats",
         "xids",
@@ -335,7 +341,6 @@ def test_json_has_one_object_per_gpu_with_buckets_stats_and_its_own_xids() -> No
     assert isinstance(buckets, list) and len(buckets) == 12
     assert buckets[1] == {
         "ts": "2026-11-24T10:05:00.000Z",
-        "ts_ms": T0 + STEP,
         "min": 41.0,
         "avg": 42.0,
         "max": 43.0,
@@ -378,3 +383,80 @@ def test_metric_list_is_an_aligned_table_of_every_metric() -> None:
         assert line.startswith(metric.name + " ")
         assert line[unit_column:].startswith(metric.unit)
         assert line.endswith(metric.description)
+
+
+# -- the latest reading against a threshold, as the MCP trend tool gives it -------------------
+
+SLOWDOWN = Threshold(92.0, "slowdown_temp of GPU 2", beyond=("shutdown temperature", 97.0))
+
+
+def test_the_now_line_says_crossed_since_when_and_names_the_shutdown_temperature() -> None:
+    s = series([70.0 + i for i in range(27)])  # the bucket at 11:45 is the first to reach 92
+    report = assess_trend(s, current=Reading(T0 + 27 * STEP - 1000, 96.0), threshold=SLOWDOWN)
+    lines = render_trend([s], [], metric=TEMPERATURE, width=80, reports={s.uuid: report})
+    now, stats = lines.splitlines()[-2:]
+    assert now == (
+        "  now 96 °C at 12:14:59Z · crossed 92 °C (slowdown_temp of GPU 2) at 11:45:00Z; "
+        "shutdown temperature 97 °C"
+    )
+    assert stats.startswith("  min 69 avg 83 max 97 °C · slope +12 °C/h (r² 1.00)")
+
+
+def test_the_now_line_gives_the_projection_and_its_confidence() -> None:
+    s = series([40.0 + 2 * i for i in range(24)])
+    report = assess_trend(
+        s, current=Reading(T0 + 24 * STEP - 1, 87.0), threshold=Threshold(111.0, "given")
+    )
+    text = render_trend([s], [], metric=TEMPERATURE, width=80, reports={s.uuid: report})
+    assert text.splitlines()[-2] == (
+        "  now 87 °C at 11:59:59Z · reaches 111 °C (given) in 1 h, confidence high"
+    )
+
+
+def test_the_now_line_says_why_there_is_no_projection() -> None:
+    s = series([80.0, 81.0, 82.0])
+    report = assess_trend(s, threshold=SLOWDOWN)
+    text = render_trend([s], [], metric=TEMPERATURE, width=80, reports={s.uuid: report})
+    assert text.splitlines()[-2] == (
+        "  now 83 °C at 10:10:00Z (bucket max) · 92 °C (slowdown_temp of GPU 2): "
+        "no projection: 3 buckets with data, 5 needed"
+    )
+    assert text.splitlines()[-1].endswith(
+        "slope n/a (3 buckets with data, 5 needed) · change +2 over 15m"
+    )
+
+
+def test_json_stats_are_the_mcp_trend_model_and_buckets_are_rounded() -> None:
+    s = series([60.0 + 1 / 3 + i for i in range(12)])  # bucket maxes reach 70 from 10:45
+    latest = Reading(T0 + 12 * STEP - 1, 72.0)
+    report = assess_trend(s, current=latest, threshold=Threshold(70.0, "given"))
+    (out,) = trend_json([s], [], TEMPERATURE, {s.uuid: report})
+    stats = out["stats"]
+    assert isinstance(stats, dict)
+    model = TrendModel.from_report(s, report).model_dump(mode="json")
+    identity = {"gpu", "pci_bus_id", "metric", "unit"}
+    assert stats == {k: v for k, v in model.items() if k not in identity}
+    assert (stats["status"], stats["crossed"], stats["current"]) == ("crossed", True, 72.0)
+    assert stats["crossed_at"] == "2026-11-24T10:45:00.000Z"
+    assert stats["current_ts"] == "2026-11-24T10:59:59.999Z"
+    buckets = out["buckets"]
+    assert isinstance(buckets, list)
+    assert buckets[0] == {
+        "ts": "2026-11-24T10:00:00.000Z",
+        "min": 59.33,
+        "avg": 60.33,
+        "max": 61.33,
+        "count": 10,
+    }
+    series_model = SeriesModel.from_series(s, keep_empty=True).model_dump(mode="json")
+    assert {k: v for k, v in out.items() if k not in ("stats", "xids")} == series_model
+
+
+def test_json_keeps_empty_buckets_with_null_values() -> None:
+    (out,) = trend_json([series([None, 70.0, None])], [], TEMPERATURE)
+    assert out["empty_buckets"] == 2
+    assert out["buckets"] == [
+        {"ts": "2026-11-24T10:00:00.000Z", "min": None, "avg": None, "max": None, "count": 0},
+        {"ts": "2026-11-24T10:05:00.000Z", "min": 69.0, "avg": 70.0, "max": 71.0, "count": 10},
+        {"ts": "2026-11-24T10:10:00.000Z", "min": None, "avg": None, "max": None, "count": 0},
+    ]

@@ -14,7 +14,16 @@ from store.errors import InvalidQueryError
 from store.inventory import latest_samples
 from store.records import Bucket, GpuInfo, GpuSample, SampleBatch
 from store.retention import RetentionPolicy
-from store.series import MAX_BUCKETS, choose_tier, metric_series, plan_window
+from store.series import (
+    MAX_BUCKETS,
+    choose_tier,
+    latest_reading,
+    metric_series,
+    plan_window,
+    sample_interval_ms,
+    series_report,
+)
+from store.trend import Threshold
 from tests.store.helpers import reading, write_all
 
 T0 = 1_800_000_000_000  # on an hour boundary
@@ -331,7 +340,7 @@ async def test_a_selector_that_names_no_single_gpu_lists_the_known_gpus(
 async def test_a_selector_on_an_empty_store_says_nothing_was_sampled(db_path: Path) -> None:
     prepare_store(db_path)
     async with reading(db_path) as conn:
-        with pytest.raises(InvalidQueryError, match=r"none \(nothing sampled yet\)"):
+        with pytest.raises(InvalidQueryError, match=r"none \(nothing sampled"):
             await latest_samples(conn, [0])
 
 
@@ -364,3 +373,150 @@ async def test_sample_and_rollup_queries_search_the_primary_key(
             assert "SCAN" not in plan, (sql, plan)
             if "ORDER BY ts DESC LIMIT 1" in sql:  # the newest sample: one probe, no sort
                 assert "TEMP B-TREE" not in plan, (sql, plan)
+
+
+# -- bucket width against the sampling interval, the latest reading, the crossing ----------
+
+HOT = GpuInfo(
+    uuid="GPU-5ab5e41a-4444-4000-8000-000000000000",
+    index=0,
+    name="NVIDIA H100 80GB HBM3",
+    pci_bus_id="00000000:18:00.0",
+    slowdown_temp_c=92,
+    shutdown_temp_c=97,
+)
+
+
+def every_second(temps: list[int], *, t0: int = T0) -> list[SampleBatch]:
+    """One sample a second (with a few ms of jitter) of GPU ``HOT`` at ``temps``."""
+    ticks = [SampleBatch(t0, gpus=(HOT,))]
+    for k, temp in enumerate(temps):
+        ts = t0 + k * 1000 + (k * 7) % 5
+        ticks.append(SampleBatch(ts, (GpuSample(HOT.uuid, ts, temperature_c=temp),)))
+    return ticks
+
+
+async def test_buckets_are_never_narrower_than_the_sampling_interval(db_path: Path) -> None:
+    await write_all(db_path, every_second([60] * 120))
+    async with reading(db_path) as conn:
+        interval = await sample_interval_ms(conn, [1], since_ms=T0, until_ms=T0 + 2 * MIN)
+        assert interval is not None and abs(interval - 1000) <= 4  # the ticks jitter by 4 ms
+        (asked,) = await metric_series(
+            conn, "temperature", since_ms=T0, until_ms=T0 + 2 * MIN, buckets=1000, now_ms=NOW
+        )
+        (capped,) = await metric_series(
+            conn,
+            "temperature",
+            since_ms=T0,
+            until_ms=T0 + 2 * MIN,
+            buckets=1000,
+            now_ms=NOW,
+            no_finer_than_samples=True,
+        )
+    assert (len(asked.buckets), asked.step_ms) == (1000, 120)  # mostly empty 120 ms buckets
+    assert capped.step_ms >= 999 and len(capped.buckets) <= 121
+    assert sum(b.count for b in capped.buckets) == 120
+    assert sum(1 for b in capped.buckets if b.count == 0) <= 2
+
+
+async def test_the_interval_cap_leaves_coarser_asks_alone(db_path: Path) -> None:
+    await write_all(db_path, every_second([60] * 120))
+    async with reading(db_path) as conn:
+        (series,) = await metric_series(
+            conn,
+            "temperature",
+            since_ms=T0,
+            until_ms=T0 + 2 * MIN,
+            buckets=12,
+            now_ms=NOW,
+            no_finer_than_samples=True,
+        )
+        (nothing,) = await metric_series(
+            conn,
+            "temperature",
+            since_ms=T0 - HOUR,
+            until_ms=T0,
+            buckets=500,
+            now_ms=NOW,
+            no_finer_than_samples=True,
+        )
+    assert (len(series.buckets), series.step_ms) == (12, 10_000)
+    assert len(nothing.buckets) == 500  # no samples, no interval to cap at
+
+
+async def test_the_latest_reading_is_the_newest_raw_sample_not_a_bucket_average(
+    db_path: Path,
+) -> None:
+    temps = [60] * 50 + [72, 80, 88, 93, 96, 96]  # heats in the last seconds
+    await write_all(db_path, every_second(temps))
+    async with reading(db_path) as conn:
+        (series,) = await metric_series(
+            conn, "temperature", since_ms=T0, until_ms=T0 + MIN, buckets=1, now_ms=NOW
+        )
+        latest = await latest_reading(conn, "temperature", series)
+    assert series.buckets[0].avg == pytest.approx(sum(temps) / len(temps))  # about 63
+    assert latest is not None and latest.value == 96 and latest.source == "sample"
+    assert T0 + 55_000 <= latest.ts_ms < T0 + 56_000
+
+
+async def test_a_crossing_is_dated_to_the_first_sample_past_the_threshold(db_path: Path) -> None:
+    temps = [80] * 30 + [91, 92, 94, 95, 96, 96]  # the sample at second 31 reaches 92
+    await write_all(db_path, every_second(temps))
+    threshold = Threshold(92.0, "slowdown_temp of GPU 0", beyond=("shutdown temperature", 97.0))
+    async with reading(db_path) as conn:
+        (series,) = await metric_series(
+            conn, "temperature", since_ms=T0, until_ms=T0 + MIN, buckets=6, now_ms=NOW
+        )
+        report = await series_report(conn, "temperature", series, threshold)
+    assert report.crossed and report.current is not None and report.current.value == 96
+    assert report.crossed_at_ms is not None
+    assert T0 + 31_000 <= report.crossed_at_ms < T0 + 31_010
+    assert "shutdown temperature is 97 °C, 1 °C away" in report.reason
+
+
+async def test_the_new_raw_reads_probe_the_primary_key(db_path: Path) -> None:
+    await write_all(db_path, every_second([80] * 30 + [95] * 5))
+    statements: list[str] = []
+    async with reading(db_path) as conn:
+        await conn.set_trace_callback(statements.append)
+        (series,) = await metric_series(
+            conn,
+            "temperature",
+            since_ms=T0,
+            until_ms=T0 + MIN,
+            buckets=600,
+            now_ms=NOW,
+            no_finer_than_samples=True,
+        )
+        await series_report(conn, "temperature", series, Threshold(92.0, "given"))
+    probes = [sql for sql in statements if "FROM samples" in sql and "GROUP BY" not in sql]
+    assert len(probes) == 3  # interval, latest reading, first sample past the threshold
+    with closing(sqlite3.connect(db_path)) as conn:
+        for sql in probes:
+            plan = " | ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "USING PRIMARY KEY (gpu=? AND ts>? AND ts<?)" in plan, (sql, plan)
+            assert "TEMP B-TREE" not in plan, (sql, plan)
+
+
+async def test_past_raw_retention_the_last_buckets_max_stands_in_for_the_reading(
+    db_path: Path,
+) -> None:
+    await write_all(db_path, every_second([80] * 30 + [95] * 5))
+    with closing(sqlite3.connect(db_path)) as writable, writable:
+        writable.execute("DELETE FROM samples")  # as retention would, leaving the rollups
+    async with reading(db_path) as conn:
+        (series,) = await metric_series(
+            conn,
+            "temperature",
+            since_ms=T0,
+            until_ms=T0 + 5 * MIN,
+            buckets=5,
+            now_ms=NOW,
+            no_finer_than_samples=True,
+        )
+        assert await latest_reading(conn, "temperature", series) is None
+        report = await series_report(conn, "temperature", series, Threshold(92.0, "given"))
+    assert series.tier == "1m"
+    assert report.current is not None
+    assert (report.current.value, report.current.source) == (95, "bucket max")
+    assert report.crossed and report.crossed_at_ms == T0  # to the bucket, without samples

@@ -11,8 +11,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.records import Bucket, Series
-from store.trend import TrendFit, eta_to_threshold, fit_trend, time_to_threshold
+from store.metrics import get_metric
+from store.records import Bucket, GpuInfo, Series
+from store.trend import (
+    Reading,
+    Threshold,
+    TrendFit,
+    assess_trend,
+    eta_to_threshold,
+    fit_trend,
+    pick_threshold,
+    round_sig,
+    time_to_threshold,
+)
 
 T0 = 1_795_600_000_000
 STEP = 300_000  # 5 minutes
@@ -266,3 +277,181 @@ def test_fit_never_returns_nan_whatever_the_gaps(values: list[float | None]) -> 
     assert (fit.slope_per_hour is None) == (fit.points < 2)
     if fit.r_squared is not None:
         assert 0.0 <= fit.r_squared <= 1.0
+
+
+# -- assess_trend: the latest reading, crossing, and projections only where earned ---------
+
+MIN = 60_000
+H100 = GpuInfo(
+    uuid="GPU-0", index=0, name="H100", pci_bus_id="00000000:3B:00.0",
+    slowdown_temp_c=92, shutdown_temp_c=97, power_limit_default_w=700.0,
+)  # fmt: skip
+SLOWDOWN = Threshold(92.0, "slowdown_temp of GPU 0", beyond=("shutdown temperature", 97.0))
+
+
+def test_a_reading_past_the_threshold_is_crossed_with_when_not_a_projection() -> None:
+    # 70 rising 1 per 5 min: the bucket maxes (avg + 1) reach 92 from the bucket averaging 91.
+    s = series([70.0 + i for i in range(27)])
+    report = assess_trend(s, current=Reading(T0 + 27 * STEP - 1000, 96.0), threshold=SLOWDOWN)
+    assert (report.status, report.crossed) == ("crossed", True)
+    assert report.crossed_at_ms == T0 + 21 * STEP
+    assert report.hours_to_threshold is None and report.confidence == "none"
+    assert "moves away" not in report.reason
+    assert "96 °C is at or above the threshold 92 °C" in report.reason
+    assert "the shutdown temperature is 97 °C, 1 °C away" in report.reason
+
+
+def test_the_crossing_is_when_the_latest_run_past_the_threshold_began() -> None:
+    s = series([95.0, 95.0, 80.0, 80.0, None, 93.0, 94.0])
+    report = assess_trend(s, threshold=SLOWDOWN)
+    assert report.crossed and report.crossed_at_ms == T0 + 5 * STEP  # not the early spell
+    given = assess_trend(s, threshold=SLOWDOWN, crossed_at_ms=T0 + 5 * STEP + 42_000)
+    assert given.crossed_at_ms == T0 + 5 * STEP + 42_000
+
+
+def test_a_floor_is_crossed_from_above() -> None:
+    links = replace(series([18.0] * 12), unit="links")
+    floor = Threshold(17.0, "given", above=False)
+    assert not assess_trend(links, current=Reading(T0, 18.0), threshold=floor).crossed
+    low = assess_trend(links, current=Reading(T0, 16.0), threshold=floor)
+    assert low.crossed and "16 links is at or below the threshold 17 links" in low.reason
+
+
+def test_current_is_the_latest_reading_or_else_the_last_buckets_extreme() -> None:
+    s = series([60.0, 70.0, 72.3])  # the last bucket: min 71.3, avg 72.3, max 73.3
+    latest = Reading(T0 + 3 * STEP - 500, 96.0)
+    assert assess_trend(s, current=latest).current == latest
+    assert assess_trend(s).current == Reading(T0 + 2 * STEP, 73.3, "bucket max")
+    floor = Threshold(50.0, "given", above=False)
+    assert assess_trend(s, threshold=floor).current == Reading(T0 + 2 * STEP, 71.3, "bucket min")
+
+
+def test_fewer_than_five_points_give_no_slope_no_r_squared_and_no_projection() -> None:
+    report = assess_trend(series([70.0, 75.0, 80.0, 85.0]), threshold=SLOWDOWN)
+    assert report.fit.slope_per_hour is not None  # the raw fit is still there for analytics
+    assert (report.slope, report.r_squared) == (None, None)
+    assert report.slope_reason == "4 buckets with data, 5 needed"
+    assert report.status == "no_projection" and report.hours_to_threshold is None
+    assert report.reason == "no projection: 4 buckets with data, 5 needed"
+
+
+def test_seconds_of_data_give_no_slope_per_hour() -> None:
+    # 12 one-second buckets rising 0.0643 °C/s: the old answer was +23,155 °C/h, r² 1.00.
+    s = series([60.0 + 0.0643 * i for i in range(12)], step_ms=1_000)
+    report = assess_trend(s, threshold=SLOWDOWN)
+    assert report.fit.slope_per_hour == pytest.approx(231.5, rel=0.01)
+    assert (report.slope, report.r_squared) == (None, None)
+    assert report.slope_reason == "0.2 min of data, 10 needed"
+    assert report.status == "no_projection"
+
+
+def test_a_steady_rise_is_projected_with_its_slope_per_hour() -> None:
+    report = assess_trend(series([40.0 + 2 * i for i in range(24)]), threshold=SLOWDOWN)
+    assert report.slope_per == "hour" and report.slope == pytest.approx(24.0)
+    assert report.r_squared == pytest.approx(1.0)
+    assert report.status == "approaching" and report.crossed is False
+    # from the last bucket's max, 87, at +24/h
+    assert report.hours_to_threshold == pytest.approx(5 / 24)
+    assert report.confidence == "high"
+
+
+def test_windows_over_three_days_give_their_slope_per_day() -> None:
+    week = series([50.0 + 0.1 * i for i in range(7 * 24)], step_ms=3_600_000)
+    report = assess_trend(week)
+    assert report.slope_per == "day" and report.slope == pytest.approx(2.4)
+    three_days = series([50.0 + 0.1 * i for i in range(3 * 24)], step_ms=3_600_000)
+    assert assess_trend(three_days).slope_per == "hour"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [40.0, 55.0, 66.0, 74.0, 79.0, 81.0, 82.0, 82.5, 82.6, 82.8, 83.0, 83.0],  # warm-up
+        [40.0, 40.5, 41.0, 80.0, 80.2, 80.1, 80.3, 80.2, 80.4, 80.5, 80.4, 80.6],  # step
+        [60.0, 64.0, 68.0, 72.0, 76.0, 80.0, 80.0, 79.0, 78.0, 77.0, 76.0, 75.0],  # turned
+    ],
+    ids=["warm-up", "step", "turned"],
+)
+def test_a_load_change_in_the_window_gives_no_projection(values: list[float]) -> None:
+    report = assess_trend(series(values), threshold=Threshold(120.0, "given"))
+    assert report.slope is not None  # the slope over the window is still a fact
+    assert report.status == "no_projection" and report.hours_to_threshold is None
+    assert "the load changed in the window" in report.reason
+    assert report.reason.startswith("no projection: ")
+
+
+def test_an_accelerating_rise_is_projected_with_low_confidence() -> None:
+    report = assess_trend(
+        series([50.0 + 1.25**i for i in range(24)]), threshold=Threshold(400.0, "given")
+    )
+    assert report.status == "approaching" and report.hours_to_threshold is not None
+    assert report.confidence == "low" and "accelerating" in report.reason
+
+
+def test_moving_away_below_the_threshold_is_not_approaching() -> None:
+    report = assess_trend(series([80.0 - i for i in range(12)]), threshold=SLOWDOWN)
+    assert (report.status, report.crossed) == ("not_approaching", False)
+    assert "below 92 and falling" in report.reason
+
+
+def test_no_threshold_and_no_data_say_so() -> None:
+    assert assess_trend(series([60.0] * 6)).status == "no_threshold"
+    empty = assess_trend(series([None, None]), threshold=SLOWDOWN)
+    assert (empty.status, empty.current, empty.crossed) == ("no_data", None, None)
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "source"),
+    [
+        ("temperature", 92.0, "slowdown_temp of GPU 0, the default"),
+        ("ecc_uncorrected_volatile", 1.0, "default for ecc_uncorrected_volatile: any"),
+        ("remapped_rows_uncorrected", 8.0, "default for remapped_rows_uncorrected: a bank"),
+        ("remap_failure", 1.0, "default for remap_failure"),
+    ],
+)
+def test_metrics_with_an_nvidia_limit_have_a_default_threshold(
+    metric: str, value: float, source: str
+) -> None:
+    threshold = pick_threshold(get_metric(metric), H100)
+    assert threshold is not None and threshold.above
+    assert threshold.value == value and threshold.source.startswith(source)
+
+
+def test_a_given_threshold_or_limit_overrides_the_default() -> None:
+    temperature = get_metric("temperature")
+    assert pick_threshold(temperature, H100, given=85.0) == Threshold(85.0, "given")
+    shutdown = pick_threshold(temperature, H100, limit="shutdown_temp")
+    assert shutdown == Threshold(97.0, "shutdown_temp of GPU 0")
+    slowdown = pick_threshold(temperature, H100)
+    assert slowdown is not None and slowdown.beyond == ("shutdown temperature", 97.0)
+    assert pick_threshold(get_metric("power"), H100) is None  # at the cap is normal
+    assert pick_threshold(get_metric("power"), H100, limit="power_limit") == Threshold(
+        700.0, "power_limit of GPU 0"
+    )
+    silent = replace(H100, slowdown_temp_c=None)
+    assert pick_threshold(temperature, silent) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "rounded"),
+    [
+        (-2376.0000000000005, -2376.0),
+        (72.33333, 72.33),
+        (81234.5, 81234.0),
+        (0.0123456, 0.01235),
+        (250.50000000000003, 250.5),
+        (0.0, 0.0),
+        (None, None),
+    ],
+)
+def test_round_sig_keeps_four_significant_digits_and_whole_numbers(
+    value: float | None, rounded: float | None
+) -> None:
+    assert round_sig(value) == rounded
+
+
+def test_noise_on_a_steady_rise_is_not_taken_for_a_load_change() -> None:
+    rng = random.Random(11)
+    noisy = series([60 + 0.5 * i + rng.gauss(0, 1.0) for i in range(60)])
+    report = assess_trend(noisy, threshold=Threshold(120.0, "given"))
+    assert report.status == "approaching" and report.confidence in ("high", "medium")
