@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from cli.options import DEFAULT_DB, DbOption
 from cli.render import event_json, explain_json, explain_text, xid_table
 from store.db import open_reader
 from store.errors import InvalidQueryError, XidwatchError
+from store.inventory import select_gpus
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import EventKind, StoredXid
 from store.windows import parse_instant_ms
@@ -26,7 +28,6 @@ from watcher.catalog import default_catalog
 from watcher.clock import now_ms
 from watcher.ingest import replay_captures
 from watcher.logs import configure_logging
-from watcher.xid import normalize_pci
 
 __all__ = ["app", "main"]
 
@@ -101,7 +102,11 @@ def xids(
     since: Annotated[str, typer.Option(help="Window start: 24h, 7d, or an ISO time.")] = "24h",
     until: Annotated[str | None, typer.Option(help="Window end (default now).")] = None,
     gpu: Annotated[
-        list[str] | None, typer.Option(help="PCI bus id, e.g. 0000:3b:00.0 (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="GPU index, UUID or unique prefix, or PCI bus id in any spelling "
+            "(0000:3b:00.0, 3b:00); repeatable."
+        ),
     ] = None,
     code: Annotated[list[int] | None, typer.Option(help="XID code (repeatable).")] = None,
     action: Annotated[
@@ -118,12 +123,11 @@ def xids(
     filters = XidFilter(
         since_ms=parse_instant_ms(since, now_ms=now),
         until_ms=parse_instant_ms(until, now_ms=now) if until else None,
-        pci_bus_ids=[_gpu(g) for g in gpu or ()],
         codes=list(code or ()),
         actions=[a.upper() for a in action or ()],
         kind=_kind(kind),
     )
-    events = asyncio.run(_list(db, filters, limit))
+    events = asyncio.run(_list(db, filters, list(gpu or ()), limit))
     catalog = default_catalog()
     if as_json:
         typer.echo(json.dumps([event_json(e, catalog) for e in events], indent=2))
@@ -133,19 +137,16 @@ def xids(
         typer.echo(f"no XID events since {since} in {db}")
 
 
-async def _list(db: Path, filters: XidFilter, limit: int) -> list[StoredXid]:
+async def _list(db: Path, filters: XidFilter, gpus: list[str], limit: int) -> list[StoredXid]:
+    """The events, on the GPUs ``gpus`` name (the MCP tools' resolver) when there are any."""
     conn = await open_reader(db)
     try:
+        if gpus:
+            pcis = (await select_gpus(conn, gpus)).pci_bus_ids
+            filters = replace(filters, pci_bus_ids=pcis)
         return list((await list_xids(conn, filters, limit=limit)).events)
     finally:
         await conn.close()
-
-
-def _gpu(text: str) -> str:
-    try:
-        return normalize_pci(text.strip())
-    except ValueError as e:
-        raise InvalidQueryError(f"--gpu {text!r}: give a PCI bus id like 0000:3b:00.0") from e
 
 
 def _kind(text: str | None) -> EventKind | None:

@@ -6,6 +6,7 @@ connection to the one store named here, per call, and close it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from store.db import open_reader
 from store.errors import XidwatchError
+from store.inventory import stored_node_name
 from store.records import GpuSample
 from store.retention import RetentionPolicy
 from store.windows import parse_duration_ms, parse_instant_ms
@@ -38,10 +40,22 @@ class ToolDeps:
     now_ms: Callable[[], int] = wall_now_ms
     # Read per call: the daemon's retention can change on a config reload.
     retention_of: Callable[[], RetentionPolicy] = RetentionPolicy
+    # The daemon's default node name when none is configured (DaemonConfig.node).
+    hostname: Callable[[], str] = socket.gethostname
 
     @property
     def retention(self) -> RetentionPolicy:
         return self.retention_of()
+
+    async def node_name(self, conn: aiosqlite.Connection) -> str:
+        """The node these answers are about, the same in every tool's result.
+
+        ``node`` when configured; else the name the daemon recorded with the store's newest
+        XID events; else this host's name, as the daemon itself defaults to.
+        """
+        if self.node:
+            return self.node
+        return await stored_node_name(conn) or self.hostname()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:

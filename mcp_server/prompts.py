@@ -19,20 +19,26 @@ def register_prompts(server: MCPServer) -> None:
     def triage_xid(
         xid: Annotated[str, Field(max_length=20, description="the XID code, e.g. 79")],
         gpu: Annotated[
-            str, Field(max_length=100, description="GPU index or PCI id, if known")
+            str,
+            Field(
+                max_length=100,
+                description="GPU index, UUID or unique prefix, or PCI bus id, if known",
+            ),
         ] = "",
     ) -> str:
         """Triage an XID on this node: what it means, what the GPU was doing, what to do."""
         where = f" on GPU {gpu}" if gpu else ""
+        on_gpu = f", gpus=[{gpu!r}]" if gpu else ""
+        health_of = f"gpu={gpu!r}" if gpu else ""
         return (
             f"Triage XID {xid}{where} on this node.\n"
             f"1. explain_xid(code={xid}) for its meaning and the catalog's immediate action.\n"
-            f"2. list_xid_events(codes=[{xid}], since='7d') to find the occurrences and their ids"
-            f"{' (filter gpus)' if gpu else ''}.\n"
+            f"2. list_xid_events(codes=[{xid}], since='7d'{on_gpu}) to find the occurrences "
+            "and their ids.\n"
             "3. correlate_xid(event_id=<the newest id>) for the metrics before and after, the "
             "XIDs around it, the processes on that GPU and the likely cause with evidence.\n"
-            "4. get_gpu_health to see whether the GPU's fatal state was cleared (reboot, reset, "
-            "acknowledgement).\n"
+            f"4. get_gpu_health({health_of}) to see whether the GPU's fatal "
+            "state was cleared (reboot, reset, acknowledgement).\n"
             "Answer with: what happened, the likely cause and the evidence, whether it is the "
             "application or the GPU, and the action (drain, reset, reboot, RMA, fix the job)."
         )

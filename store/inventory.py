@@ -1,7 +1,10 @@
 """GPU inventory queries: which GPUs the store knows, how to name one, and its latest readings.
 
-A GPU can be named the ways an SRE has at hand: its NVML index (``3``), its UUID
-(``GPU-8f…``, a unique prefix is enough) or its PCI bus id in any common spelling.
+A GPU can be named the ways an SRE has at hand: its NVML index (``3``, ASCII digits), its
+UUID (``GPU-8f…``, a unique prefix is enough) or its PCI bus id in any common spelling.
+:func:`select_gpus` is the one resolver: it also knows GPUs seen only in kernel XID lines
+(NVML never listed them), by PCI bus id; :func:`resolve_gpus` is the same for readers that
+need the GPU's inventory row (samples, processes) and says so for an XID-only GPU.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from store.pci import normalize_pci
 from store.records import GpuInfo, GpuSample, InventoryGpu
 from store.samples import sample_from_row
 
-__all__ = ["LatestSample", "latest_samples", "list_gpus", "resolve_gpus"]
+__all__ = [
+    "GpuSelection",
+    "LatestSample",
+    "latest_samples",
+    "list_gpus",
+    "resolve_gpus",
+    "select_gpus",
+    "stored_node_name",
+]
 
 _INFO_COLUMNS = (
     "uuid, idx, name, pci_bus_id, serial, driver_version, cuda_version, slowdown_temp_c, "
@@ -26,6 +37,8 @@ _INFO_COLUMNS = (
     "memory_total_bytes, ecc_enabled, mig_enabled"
 )
 MAX_GPU_SELECTORS = 64
+_MAX_LISTED = 32  # GPUs named in an error's "Known GPUs"
+_MAX_XID_ONLY = 1024  # distinct PCI ids read from xid_events (a loose index scan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,30 +55,100 @@ async def list_gpus(conn: aiosqlite.Connection) -> list[InventoryGpu]:
     return [gpu for _, gpu in rows]
 
 
-async def resolve_gpus(
-    conn: aiosqlite.Connection, selectors: Sequence[str | int]
-) -> list[tuple[int, InventoryGpu]]:
-    """The (row id, GPU) pairs ``selectors`` name; all GPUs when there are none.
+@dataclass(frozen=True, slots=True)
+class GpuSelection:
+    """The GPUs some selectors name: inventory GPUs (with their row ids), by index then UUID,
+    and PCI bus ids known only from XID lines (NVML never listed a GPU there)."""
 
-    Raises InvalidQueryError naming the selector that matched nothing and the GPUs that exist.
+    gpus: tuple[tuple[int, InventoryGpu], ...]
+    xid_only: tuple[str, ...] = ()
+
+    @property
+    def pci_bus_ids(self) -> tuple[str, ...]:
+        """Every selected PCI bus id in NVML's spelling, once each: filter XIDs by these."""
+        return tuple(dict.fromkeys([*(g.info.pci_bus_id for _, g in self.gpus), *self.xid_only]))
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        """The UUIDs of the selected inventory GPUs (XID-only GPUs have none known)."""
+        return tuple(g.info.uuid for _, g in self.gpus)
+
+
+async def select_gpus(conn: aiosqlite.Connection, selectors: Sequence[str | int]) -> GpuSelection:
+    """The GPUs ``selectors`` name; every GPU, XID-only ones included, when there are none.
+
+    A selector is an index (ASCII digits only), a UUID or a unique UUID prefix (``GPU-`` and
+    at least 4 more characters), or a PCI bus id in any spelling; a PCI id no inventory GPU
+    has names the XID-only GPU there when some XID line carried it. An index or PCI id that
+    several GPUs carried in the same slot (one replaced the other) selects them all. Raises
+    InvalidQueryError naming the selector, why (matches no GPU, or several) and the GPUs
+    that exist.
     """
+    return await _selection(conn, selectors, one_each=False)
+
+
+async def _selection(
+    conn: aiosqlite.Connection, selectors: Sequence[str | int], *, one_each: bool
+) -> GpuSelection:
     known = await _select(conn, "1", [])
     if not selectors:
-        return known
+        return GpuSelection(tuple(known), tuple(await _xid_only_pcis(conn)))
     if len(selectors) > MAX_GPU_SELECTORS:
         raise InvalidQueryError(f"at most {MAX_GPU_SELECTORS} GPUs per query")
     chosen: dict[int, InventoryGpu] = {}
+    xid_only: dict[str, None] = {}
     for selector in selectors:
         matches = [(i, g) for i, g in known if _matches(g.info, selector)]
-        if len(matches) != 1:
-            listing = ", ".join(f"{g.info.index} ({g.info.pci_bus_id})" for _, g in known)
-            why = "matches several GPUs" if matches else "matches no GPU"
-            raise InvalidQueryError(
-                f"GPU {selector!r} {why}; give an index, UUID or PCI bus id. "
-                f"Known GPUs: {listing or 'none (nothing sampled yet)'}"
-            )
-        chosen.setdefault(*matches[0])
-    return sorted(chosen.items(), key=lambda item: (item[1].info.index, item[1].info.uuid))
+        if len(matches) == 1 or (matches and not one_each and _one_slot(selector, matches)):
+            for gpu_id, gpu in matches:
+                chosen.setdefault(gpu_id, gpu)
+            continue
+        pci = None if matches else _pci_of(selector)
+        if pci is not None and await _in_xid_lines(conn, pci):
+            xid_only[pci] = None
+            continue
+        why = "matches several GPUs" if matches else "matches no GPU"
+        raise InvalidQueryError(f"GPU {selector!r} {why}; {await _naming_help(conn, known)}")
+    gpus = sorted(chosen.items(), key=lambda item: (item[1].info.index, item[1].info.uuid))
+    return GpuSelection(tuple(gpus), tuple(xid_only))
+
+
+async def resolve_gpus(
+    conn: aiosqlite.Connection, selectors: Sequence[str | int]
+) -> list[tuple[int, InventoryGpu]]:
+    """The (row id, GPU) pairs ``selectors`` name, as :func:`select_gpus` resolves them; all
+    inventory GPUs when there are none.
+
+    For readers of what only an inventory GPU has (samples, processes, limits): each
+    selector names exactly one GPU, and a GPU known only from XID lines is an
+    InvalidQueryError that says so.
+    """
+    if not selectors:
+        return await _select(conn, "1", [])
+    selection = await _selection(conn, selectors, one_each=True)
+    if selection.xid_only:
+        pci = selection.xid_only[0]
+        raise InvalidQueryError(
+            f"GPU {pci} is known only from kernel XID lines (NVML never listed it), so the "
+            "store has no samples, processes or limits for it; its XID events and health "
+            "are there to read"
+        )
+    return list(selection.gpus)
+
+
+async def stored_node_name(conn: aiosqlite.Connection) -> str | None:
+    """The node name the newest XID events were recorded with (the daemon's), or None.
+
+    Reads at most the newest 1000 events (by the time index), so a store whose events carry
+    no node name answers quickly.
+    """
+    sql = (
+        "SELECT node FROM (SELECT node, ts_ms FROM xid_events ORDER BY ts_ms DESC LIMIT 1000) "
+        "WHERE node != '' ORDER BY ts_ms DESC LIMIT 1"
+    )
+    async with conn.execute(sql) as cur:
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def latest_samples(
@@ -85,14 +168,75 @@ async def latest_samples(
 
 def _matches(info: GpuInfo, selector: str | int) -> bool:
     text = str(selector).strip()
-    if text.isdigit():
+    if _is_index(text):
         return info.index == int(text)
     if text.upper().startswith("GPU-"):
         return len(text) >= 8 and info.uuid.lower().startswith(text.lower())
+    return _pci_of(text) == info.pci_bus_id
+
+
+def _is_index(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts other scripts' digits (U+0661)."""
+    return text.isascii() and text.isdigit()
+
+
+def _one_slot(selector: str | int, matches: Sequence[tuple[int, InventoryGpu]]) -> bool:
+    """An index or PCI id that GPUs replacing one another in one slot all carried."""
+    if str(selector).strip().upper().startswith("GPU-"):
+        return False  # a UUID prefix matching two GPUs is ambiguous, never a slot
+    return len({g.info.pci_bus_id for _, g in matches}) == 1
+
+
+def _pci_of(selector: str | int) -> str | None:
+    text = str(selector).strip()
+    if _is_index(text) or text.upper().startswith("GPU-"):
+        return None
     try:
-        return normalize_pci(text) == info.pci_bus_id
+        return normalize_pci(text)
     except ValueError:
-        return False
+        return None
+
+
+async def _in_xid_lines(conn: aiosqlite.Connection, pci: str) -> bool:
+    sql = "SELECT 1 FROM xid_events WHERE pci_bus_id = ? LIMIT 1"  # xid_events_by_gpu
+    async with conn.execute(sql, (pci,)) as cur:
+        return await cur.fetchone() is not None
+
+
+async def _xid_only_pcis(conn: aiosqlite.Connection) -> list[str]:
+    """PCI bus ids in XID lines that no inventory GPU has, sorted.
+
+    ``SELECT DISTINCT pci_bus_id FROM xid_events`` as a loose index scan: one index probe
+    per distinct id, not a walk over every event.
+    """
+    sql = (
+        "WITH RECURSIVE seen(pci) AS ("
+        " SELECT min(pci_bus_id) FROM xid_events"
+        " UNION ALL"
+        " SELECT (SELECT min(pci_bus_id) FROM xid_events WHERE pci_bus_id > seen.pci)"
+        f" FROM seen WHERE seen.pci IS NOT NULL LIMIT {_MAX_XID_ONLY})"
+        " SELECT pci FROM seen WHERE pci IS NOT NULL"
+        " AND pci NOT IN (SELECT pci_bus_id FROM gpus) ORDER BY pci"
+    )
+    async with conn.execute(sql) as cur:
+        return [str(pci) async for (pci,) in cur]
+
+
+async def _naming_help(
+    conn: aiosqlite.Connection, known: Sequence[tuple[int, InventoryGpu]]
+) -> str:
+    """How to name a GPU, and the GPUs there are to name: the second half of every error."""
+    listing = [
+        f"{g.info.index} ({g.info.pci_bus_id}{', lost' if g.lost_since_ms is not None else ''})"
+        for _, g in known
+    ]
+    listing += [f"{pci} (seen only in XID lines)" for pci in await _xid_only_pcis(conn)]
+    more = len(listing) - _MAX_LISTED
+    shown = ", ".join(listing[:_MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
+    return (
+        "name a GPU by index (0), UUID or unique prefix (GPU-8f3a…), or PCI bus id "
+        f"(0000:3b:00.0). Known GPUs: {shown or 'none (nothing sampled yet)'}"
+    )
 
 
 async def _select(

@@ -18,6 +18,7 @@ import aiosqlite
 from store.errors import InvalidQueryError
 from store.flood import MAX_BURST_SPAN_MS
 from store.records import EventKind, PodRef, StoredXid, XidPage, XidSummary, XidSummaryRow
+from store.windows import check_window
 
 __all__ = [
     "MAX_PAGE",
@@ -41,7 +42,8 @@ class XidFilter:
     """Filters shared by listing and summary; None means no constraint.
 
     A row matches a window if the events it stands for overlap it (a burst row that began
-    before ``since_ms`` but was still growing inside the window is included).
+    before ``since_ms`` but was still growing inside the window is included). A window
+    whose ``since_ms`` is not before its ``until_ms`` is an InvalidQueryError that says so.
     """
 
     since_ms: int | None = None
@@ -50,6 +52,9 @@ class XidFilter:
     codes: Sequence[int] = ()
     actions: Sequence[str] = ()
     kind: EventKind | None = None
+
+    def __post_init__(self) -> None:
+        check_window(self.since_ms, self.until_ms)
 
     def where(self) -> tuple[str, list[object]]:
         clauses: list[str] = []

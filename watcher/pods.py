@@ -68,7 +68,7 @@ def annotated_gpus(value: str, gpus: Sequence[GpuInfo]) -> list[str]:
         by_uuid = {g.uuid.lower(): g.uuid for g in gpus}
         return [by_uuid[t] for t in named if t in by_uuid]
     by_index = {g.index: g.uuid for g in gpus}
-    return [by_index[int(t)] for t in tokens if t.isdigit() and int(t) in by_index]
+    return [by_index[int(t)] for t in tokens if t.isascii() and t.isdigit() and int(t) in by_index]
 
 
 def _quantity(value: str | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -12,6 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from store.records import GpuInfo, SampleBatch
+from tests.store.helpers import event, write_all
 
 SAMPLE = Path(str(resources.files("watcher").joinpath("data/sample-kern.log")))
 
@@ -81,6 +85,24 @@ def test_xids_table_filters_by_gpu_in_any_pci_spelling(db_path: Path) -> None:
     assert len(rows) == 3
 
 
+@pytest.mark.parametrize(
+    "gpu", ["1", "GPU-bbbb0000-h100", "GPU-bbbb", "0000:86:00.0", "86:00", "00000000:86:00.0"]
+)
+def test_xids_names_a_gpu_by_index_uuid_or_pci_id_like_the_mcp_tools(
+    db_path: Path, gpu: str
+) -> None:
+    a = GpuInfo("GPU-aaaa0000-h100", 0, "NVIDIA H100", "00000000:3B:00.0")
+    b = GpuInfo("GPU-bbbb0000-h100", 1, "NVIDIA H100", "00000000:86:00.0")
+    xids = [event(n, gpu=(a.pci_bus_id, b.pci_bus_id)[n % 2]) for n in range(4)]
+    asyncio.run(write_all(db_path, [SampleBatch(1_700_000_000_000, gpus=(a, b)), *xids]))
+    out = xidwatch("xids", "--db", str(db_path), "--since", "3000d", "--json", "--gpu", gpu)
+    assert out.returncode == 0, out.stderr
+    assert [(e["seq"], e["pci_bus_id"]) for e in json.loads(out.stdout)] == [
+        (3, "00000000:86:00.0"),
+        (1, "00000000:86:00.0"),
+    ]
+
+
 def test_explain_says_what_to_do(tmp_path: Path) -> None:
     out = xidwatch("explain", "79")
     assert out.returncode == 0
@@ -96,10 +118,13 @@ def test_explain_says_what_to_do(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (("xids", "--since", "yesterday"), "neither a duration"),
-        (("xids", "--gpu", "gpu3"), "give a PCI bus id"),
+        (("xids", "--gpu", "gpu3"), "GPU 'gpu3' matches no GPU; name a GPU by index"),
+        (("xids", "--gpu", "\u0661"), "matches no GPU"),
         (("xids", "--kind", "bogus"), "use xid or sxid"),
+        (("xids", "--since", "1h", "--until", "2h"), "is after until ("),
+        (("xids", "--since", "0001-01-01T00:00:00Z"), "is before 1970-01-01"),
     ],
-    ids=["since", "gpu", "kind"],
+    ids=["since", "gpu", "non-ascii-index", "kind", "inverted", "before-epoch"],
 )
 def test_bad_arguments_get_a_one_line_error_and_exit_2(
     db_path: Path, args: tuple[str, ...], message: str

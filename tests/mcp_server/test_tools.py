@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from store.records import GpuSample
+from mcp_server.deps import ToolDeps
+from mcp_server.server import build_server
+from store.records import GpuInfo, GpuSample, SampleBatch
 from tests.mcp_server.helpers import served
+from tests.store.helpers import event, write_all
 
 TOOLS = {
     "list_gpus",
@@ -168,6 +171,17 @@ async def test_explain_xid_gives_the_catalog_entry_and_unknown_codes_explicitly(
         ("list_xid_events", {"limit": 0}, "greater than or equal to 1"),
         ("list_xid_events", {"limit": 100_000}, "less than or equal to 1000"),
         ("list_xid_events", {"gpus": ["not-a-pci"]}, "PCI bus id"),
+        ("list_xid_events", {"gpus": ["\u0661"]}, "GPU '\u0661' matches no GPU"),
+        ("summarize_xid_events", {"gpus": ["7"]}, "Known GPUs: 0 (00000000:18:00.0)"),
+        ("list_xid_events", {"since": "1h", "until": "2h"}, "is after until ("),
+        ("summarize_xid_events", {"since": "1h", "until": "2h"}, "is after until ("),
+        (
+            "list_xid_events",
+            {"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+            "since (2026-01-01T00:00:00.000Z) is the same instant as until",
+        ),
+        ("get_gpu_processes", {"at": "0001-01-01T00:00:00Z"}, "is before 1970-01-01"),
+        ("get_gpu_snapshot", {"gpu": "\u0661"}, "matches no GPU"),
         ("list_xid_events", {"codes": list(range(100))}, "at most 32"),
         ("explain_xid", {"code": -1}, "greater than or equal to 0"),
     ],
@@ -199,3 +213,106 @@ async def test_prompts_name_the_tools_to_call(runaway_db: Path) -> None:
         triage = await client.get_prompt("triage_xid", {"xid": "79", "gpu": "2"})
         text = triage.messages[0].content.text  # type: ignore[union-attr]
         assert "explain_xid" in text and "correlate_xid" in text
+
+
+@pytest.mark.parametrize(
+    "gpu", ["2", "uuid", "uuid-prefix", "0000:86:00.0", "00000000:86:00.0", "86:00.0", "86:00"]
+)
+async def test_xid_tools_name_a_gpu_the_way_every_other_tool_does(
+    runaway_db: Path, gpu: str
+) -> None:
+    async with served(runaway_db) as client:
+        if gpu.startswith("uuid"):  # GPU 2's UUID, or a unique prefix of it
+            uuid = (await call(client, "get_gpu_snapshot", gpu="2"))["gpus"][0]["gpu"]["uuid"]
+            gpu = uuid if gpu == "uuid" else uuid[:13]
+        listed = await call(client, "list_xid_events", since="1d", gpus=[gpu])
+        summary = await call(client, "summarize_xid_events", since="1d", gpus=[gpu])
+        health = await call(client, "get_gpu_health", gpu=gpu)
+    assert [e["xid"] for e in listed["events"]] == [45, 79, 62]
+    assert {e["pci_bus_id"] for e in listed["events"]} == {"00000000:86:00.0"}
+    assert summary["total"] == 3
+    assert [g["pci_bus_id"] for g in summary["by_gpu"]] == ["00000000:86:00.0"]
+    assert [g["pci_bus_id"] for g in health["gpus"]] == ["00000000:86:00.0"]
+
+
+async def test_the_triage_prompt_leads_into_a_call_that_works(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        triage = await client.get_prompt("triage_xid", {"xid": "79", "gpu": "2"})
+        text = triage.messages[0].content.text  # type: ignore[union-attr]
+        assert "list_xid_events(codes=[79], since='7d', gpus=['2'])" in text
+        out = await call(client, "list_xid_events", codes=[79], since="7d", gpus=["2"])
+    assert [e["xid"] for e in out["events"]] == [79]
+
+
+@pytest.fixture
+async def kernel_only_db(db_path: Path) -> Path:
+    """A store with one sampled GPU and XIDs on a PCI id NVML never listed."""
+    gpu = GpuInfo("GPU-aaaa0000-h100", 0, "NVIDIA H100", "00000000:3B:00.0")
+    pcis = ("00000000:3B:00.0", "00000000:D8:00.0")
+    xids = [event(n, xid=79, gpu=pci) for n, pci in enumerate(pcis)]
+    await write_all(db_path, [SampleBatch(1_700_000_000_000, gpus=(gpu,)), *xids])
+    return db_path
+
+
+@pytest.mark.parametrize("gpu", ["0000:d8:00", "00000000:D8:00.0", "d8:00.0"])
+async def test_a_gpu_known_only_from_kernel_lines_is_named_by_its_pci_id(
+    kernel_only_db: Path, gpu: str
+) -> None:
+    async with served(kernel_only_db, now_ms=lambda: 1_700_000_100_000) as client:
+        listed = await call(client, "list_xid_events", since="1d", gpus=[gpu])
+        summary = await call(client, "summarize_xid_events", since="1d", gpus=[gpu])
+        procs = await call(client, "get_gpu_processes", gpu=gpu)
+        history = await error(client, "get_metric_history", gpu=gpu, metrics=["power"])
+    assert [e["pci_bus_id"] for e in listed["events"]] == ["00000000:D8:00.0"]
+    assert summary["total"] == 1
+    assert procs["processes"] == [] and "known only from XID lines" in procs["notes"][0]
+    assert "known only from kernel XID lines" in history
+
+
+async def test_every_result_names_the_node_the_store_recorded_when_none_is_given(
+    runaway_db: Path,
+) -> None:
+    async with Client(build_server(ToolDeps(db_path=runaway_db))) as client:
+        listed = await call(client, "list_gpus")
+        snapshot = await call(client, "get_gpu_snapshot")
+        events = await call(client, "list_xid_events", since="1d")
+    assert listed["node"] == snapshot["node"] == "sim-node"
+    assert {e["node"] for e in events["events"]} == {"sim-node"}
+
+
+async def test_a_store_with_no_named_events_reports_the_host_name(kernel_only_db: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(kernel_only_db)) as conn, conn:
+        conn.execute("UPDATE xid_events SET node = ''")
+    deps = ToolDeps(db_path=kernel_only_db, hostname=lambda: "gpu-node-7")
+    async with Client(build_server(deps)) as client:
+        assert (await call(client, "list_gpus"))["node"] == "gpu-node-7"
+    named = ToolDeps(db_path=kernel_only_db, node="given", hostname=lambda: "gpu-node-7")
+    async with Client(build_server(named)) as client:
+        assert (await call(client, "get_gpu_snapshot"))["node"] == "given"
+
+
+async def test_processes_of_a_lost_gpu_are_not_running(runaway_db: Path) -> None:
+    async with served(runaway_db) as client:
+        (lost,) = [g for g in (await call(client, "list_gpus"))["gpus"] if g["lost"]]
+        now = await call(client, "get_gpu_processes", gpu=str(lost["index"]))
+        healthy = await call(client, "get_gpu_processes", gpu="0")
+    (trainer,) = now["processes"]
+    assert trainer["running"] is False
+    assert trainer["ended_ts_ms"] is not None and trainer["ended_ts_ms"] >= trainer["last_ts_ms"]
+    assert now["notes"] == [
+        f"GPU {lost['index']} ({lost['pci_bus_id']}) was lost at {lost['lost_since']}: "
+        "its processes ended then"
+    ]
+    assert all(p["running"] for p in healthy["processes"]) and healthy["notes"] == []
+
+
+async def test_server_info_carries_the_installed_package_version(runaway_db: Path) -> None:
+    import importlib.metadata
+
+    async with served(runaway_db) as client:
+        info = client.server_info
+    assert info is not None and info.name == "xidwatch"
+    assert info.version == importlib.metadata.version("k8s-gpu-mcp-server")

@@ -116,3 +116,18 @@ async def test_hot_queries_use_an_index(filled: Path, filters: XidFilter, index:
         conn.execute("ANALYZE")
         plan = " ".join(str(row[-1]) for row in conn.execute(sql, args))
     assert index in plan, plan
+
+
+@pytest.mark.parametrize(
+    ("since_ms", "until_ms", "message"),
+    [
+        (T0 + 10_000, T0, r"^since \(2023-11-14T22:13:30\.000Z\) is after until \(2023-11-14T22"),
+        (T0, T0, r"^since \(2023-11-14T22:13:20\.000Z\) is the same instant as until"),
+    ],
+    ids=["inverted", "empty"],
+)
+def test_a_window_that_holds_no_time_is_an_error_not_an_empty_answer(
+    since_ms: int, until_ms: int, message: str
+) -> None:
+    with pytest.raises(InvalidQueryError, match=message):
+        XidFilter(since_ms=since_ms, until_ms=until_ms)
