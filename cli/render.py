@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_server.models import XidEventModel, XidExplanation
+from store.actions import code_action
 from store.records import StoredXid
 from store.windows import format_ts
 from watcher.catalog import XidCatalog, XidInfo
@@ -25,7 +26,7 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
     """
     pods = any(e.pod is not None for e in events)  # a POD column only on a cluster
     header: tuple[str, ...] = ("TIME (UTC)", "KIND", "XID", "GPU", "N", "PID", "PROCESS")
-    header += ("POD", "ACTION", "WHAT") if pods else ("ACTION", "WHAT")
+    header += ("POD", "NEEDS", "WHAT") if pods else ("NEEDS", "WHAT")
     rows: list[tuple[str, ...]] = [header]
     for e in events:
         info = catalog.lookup(e.xid, e.kind)
@@ -40,7 +41,7 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
                 str(e.pid) if e.pid is not None else "-",
                 e.process or "-",
                 *pod,
-                e.action,
+                code_action(e.xid, e.action, e.message),
                 f"[injected] {info.title}" if e.injected else info.title,
             )
         )
@@ -59,6 +60,7 @@ def explain_json(info: XidInfo, catalog: XidCatalog) -> dict[str, Any]:
 
 def explain_text(info: XidInfo, catalog: XidCatalog) -> str:
     """The catalog entry in words a person can act on."""
+    immediate = info.immediate_action
     kind = "SXid" if info.kind == "sxid" else "XID"
     fatal = {True: "fatal", False: "non-fatal", None: "severity unknown"}[info.fatal]
     lines = [
@@ -72,9 +74,11 @@ def explain_text(info: XidInfo, catalog: XidCatalog) -> str:
         lines.append(f"  Likely causes: {causes}")
     lines += [
         "",
-        f"  Do now ({info.immediate_action}): {catalog.action_text(info.immediate_action)}",
+        f"  Needs on its own: {code_action(info.code, info.immediate_action)}"
+        + ("" if info.known else " (not in the catalog)"),
+        f"  NVIDIA's catalog ({immediate}): {catalog.action_text(immediate)}",
     ]
-    if info.investigatory_action:
+    if info.investigatory_action and info.investigatory_action != info.immediate_action:
         text = catalog.action_text(info.investigatory_action)
         lines.append(f"  Then investigate ({info.investigatory_action}): {text}")
     if info.notes:

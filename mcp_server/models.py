@@ -11,16 +11,21 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from store.health import Finding, GpuHealth
+from store.actions import Action, code_action
+from store.coverage import Coverage
+from store.health import Finding, GpuHealth, HealthReport, NodeVerdict, Verdict
 from store.metrics import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
-from store.records import GpuSample, InventoryGpu, Series, StoredXid
+from store.records import Bucket, GpuSample, InventoryGpu, Series, StoredXid
+from store.trend import round_sig
 from store.windows import format_ts
 from watcher.catalog import XidCatalog, XidInfo
 
 __all__ = [
     "BucketModel",
+    "CoverageModel",
     "GpuModel",
     "HealthModel",
+    "HealthResult",
     "SampleModel",
     "SeriesModel",
     "XidEventModel",
@@ -135,16 +140,32 @@ class SampleModel(BaseModel):
 
 
 class BucketModel(BaseModel):
+    """One bucket: its start as an ISO time, and values to 4 significant digits."""
+
     ts: str
-    ts_ms: int
     min: float | None
     avg: float | None
     max: float | None
     count: int = Field(description="samples in the bucket; 0 means no data")
 
+    @classmethod
+    def from_bucket(cls, b: Bucket) -> BucketModel:
+        return cls(
+            ts=format_ts(b.ts_ms),
+            min=round_sig(b.min),
+            avg=round_sig(b.avg),
+            max=round_sig(b.max),
+            count=b.count,
+        )
+
 
 class SeriesModel(BaseModel):
-    """A metric for one GPU over a window, from one storage tier."""
+    """A metric for one GPU over a window, from one storage tier.
+
+    Bucket times are ISO 8601 strings only (no millisecond twin); values have 4 significant
+    digits. Buckets without samples are left out unless asked for; ``empty_buckets`` counts
+    them, and a missing ``step_ms`` stretch between two ``ts`` is such a gap.
+    """
 
     gpu: int
     uuid: str
@@ -152,13 +173,19 @@ class SeriesModel(BaseModel):
     metric: str
     unit: str
     tier: Literal["raw", "1m", "1h"] | str
-    step_ms: int = Field(description="bucket width actually used (a whole number of tier steps)")
+    step_ms: int = Field(
+        description="bucket width actually used: a whole number of tier steps, and never "
+        "narrower than the interval between samples"
+    )
     since: str
     until: str
+    empty_buckets: int = Field(description="buckets in the window without samples (not listed)")
     buckets: list[BucketModel]
 
     @classmethod
-    def from_series(cls, s: Series) -> SeriesModel:
+    def from_series(cls, s: Series, *, keep_empty: bool = False) -> SeriesModel:
+        """The model of ``s``; ``keep_empty`` lists empty buckets too (count 0, null values)."""
+        empty = sum(1 for b in s.buckets if b.count == 0)
         return cls(
             gpu=s.index,
             uuid=s.uuid,
@@ -169,33 +196,33 @@ class SeriesModel(BaseModel):
             step_ms=s.step_ms,
             since=format_ts(s.since_ms),
             until=format_ts(s.until_ms),
-            buckets=[
-                BucketModel(
-                    ts=format_ts(b.ts_ms),
-                    ts_ms=b.ts_ms,
-                    min=b.min,
-                    avg=None if b.avg is None else round(b.avg, 3),
-                    max=b.max,
-                    count=b.count,
-                )
-                for b in s.buckets
-            ],
+            empty_buckets=empty,
+            buckets=[BucketModel.from_bucket(b) for b in s.buckets if keep_empty or b.count],
         )
 
 
 class HealthModel(BaseModel):
-    """A GPU's status (the worst of its findings), a 0-100 score, the findings and readings.
+    """A GPU's verdict (one cause, one action, why and the steps), its status, a 0-100 score,
+    the findings behind the verdict and the current readings.
 
-    A GPU known only from XID lines (never sampled) has ``gpu`` null.
+    A GPU known only from XID lines (never sampled) has ``gpu`` null; a lost GPU has no
+    ``sample``: its last readings are history, not current.
     """
 
     pci_bus_id: str
     gpu: GpuModel | None
-    status: str = Field(description="ok, warning or critical")
-    score: int = Field(description="100 healthy; below 50 critical")
+    verdict: Verdict = Field(
+        description="cause (thermal, gpu_memory, gpu_hardware, application, bus_or_link, "
+        "power, follows_other_xid, unknown, none); action, exactly one of none < watch < "
+        "restart_application < run_diagnostics < reset_gpu < reboot_node < replace_gpu; "
+        "confidence; because (the numbers); steps (what to run, in order); the XID ids "
+        "behind it; cleared (reboot, reset or ack) when an earlier fatal state was cleared"
+    )
+    status: str = Field(description="ok (action none), warning or critical, from the verdict")
+    score: int = Field(description="100 healthy; 50 or below critical")
     findings: list[Finding] = Field(
-        description="worst first; severity info/warning/critical, what to do in action, "
-        "the stored XID ids behind it in xid_ids (for correlate_xid)"
+        description="the evidence under the verdict, worst first; xid_ids are the stored "
+        "XIDs behind each (for correlate_xid)"
     )
     sample: SampleModel | None
 
@@ -204,10 +231,36 @@ class HealthModel(BaseModel):
         return cls(
             pci_bus_id=h.pci_bus_id,
             gpu=GpuModel.from_inventory(h.gpu) if h.gpu else None,
+            verdict=h.verdict,
             status=h.status,
             score=h.score,
             findings=list(h.findings),
             sample=SampleModel.from_sample(h.sample) if h.sample else None,
+        )
+
+
+class CoverageModel(BaseModel):
+    """What the store covers: "no XIDs" means something only while it was recording."""
+
+    recording_since: str | None = Field(description="first GPU sample or XID stored")
+    last_sample: str | None
+    last_kernel_record: str | None = Field(description="the kernel log was last read then")
+    first_xid: str | None
+    last_xid: str | None
+    gaps: list[list[str]] = Field(
+        default_factory=list,
+        description="[start, end] stretches in the window with no samples, longest first",
+    )
+
+    @classmethod
+    def from_coverage(cls, c: Coverage) -> CoverageModel:
+        return cls(
+            recording_since=_ts(c.recording_since_ms),
+            last_sample=_ts(c.last_sample_ms),
+            last_kernel_record=_ts(c.last_kernel_record_ms),
+            first_xid=_ts(c.first_xid_ms),
+            last_xid=_ts(c.last_xid_ms),
+            gaps=[[format_ts(a), format_ts(b)] for a, b in c.gaps],
         )
 
 
@@ -233,6 +286,9 @@ class XidEventModel(BaseModel):
     mnemonic: str | None
     title: str
     immediate_action: str
+    needs: Action = Field(
+        description="what this XID needs on its own (get_gpu_health weighs it with the rest)"
+    )
     message: str
     source: str
     injected: bool = Field(
@@ -266,6 +322,7 @@ class XidEventModel(BaseModel):
             mnemonic=info.mnemonic,
             title=info.title,
             immediate_action=e.action,
+            needs=code_action(e.xid, e.action, e.message),
             message=e.message,
             source=e.source,
             injected=e.injected,
@@ -290,6 +347,7 @@ class XidExplanation(BaseModel):
     title: str
     description: str
     immediate_action: str
+    needs: Action = Field(description="what it needs on its own, in get_gpu_health's words")
     immediate_action_text: str
     investigatory_action: str | None
     investigatory_action_text: str | None
@@ -308,10 +366,34 @@ class XidExplanation(BaseModel):
             title=info.title,
             description=info.description,
             immediate_action=info.immediate_action,
+            needs=code_action(info.code, info.immediate_action),
             immediate_action_text=catalog.action_text(info.immediate_action),
             investigatory_action=investigate,
             investigatory_action_text=catalog.action_text(investigate) if investigate else None,
             fatal=info.fatal,
             causes=[CauseModel(code=c, meaning=catalog.causes.get(c, c)) for c in info.causes],
             notes=info.notes,
+        )
+
+
+class HealthResult(BaseModel):
+    """``get_gpu_health``'s answer, and ``xidwatch health --json``'s."""
+
+    node: str
+    since: str
+    node_verdict: NodeVerdict = Field(
+        description="the most disruptive action any GPU needs, its cause, why, and the GPUs "
+        "(PCI bus ids) that drive it"
+    )
+    gpus: list[HealthModel] = Field(description="most disruptive action first")
+    coverage: CoverageModel
+
+    @classmethod
+    def from_report(cls, r: HealthReport) -> HealthResult:
+        return cls(
+            node=r.node,
+            since=format_ts(r.since_ms),
+            node_verdict=r.node_verdict,
+            gpus=[HealthModel.from_health(h) for h in r.gpus],
+            coverage=CoverageModel.from_coverage(r.coverage),
         )

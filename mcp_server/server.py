@@ -10,6 +10,7 @@ from mcp_server.prompts import register_prompts
 from mcp_server.tools_gpu import register_gpu_tools
 from mcp_server.tools_history import register_history_tools
 from mcp_server.tools_xid import register_xid_tools
+from watcher.metrics import installed_version
 
 __all__ = ["build_server"]
 
@@ -19,14 +20,17 @@ from the kernel log (exactly once, with NVIDIA's catalog action) and NVML teleme
 months (raw 48 h, 1-minute rollups 30 days, 1-hour rollups 400 days). Everything is
 read-only. Start with get_gpu_health or list_xid_events; use correlate_xid with an event id
 to see what the GPU was doing around an XID; explain_xid for what a code means. GPUs can be
-named by index, UUID or PCI bus id; windows as durations back from now (24h, 7d) or ISO
+named by index, UUID (or a unique prefix) or PCI bus id in any spelling, including GPUs
+seen only in kernel XID lines; windows as durations back from now (24h, 7d) or ISO
 8601 times.
 """
 
 
 def build_server(deps: ToolDeps) -> MCPServer:
     """An MCPServer with every xidwatch tool, the catalog resources and the prompts."""
-    server = MCPServer("xidwatch", instructions=INSTRUCTIONS, version="0.2.0", log_level="WARNING")
+    server = MCPServer(
+        "xidwatch", instructions=INSTRUCTIONS, version=installed_version(), log_level="WARNING"
+    )
     register_gpu_tools(server, deps)
     register_history_tools(server, deps)
     register_xid_tools(server, deps)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
-from mcp_server.models import GpuModel, HealthModel, SampleModel
+from mcp_server.models import GpuModel, HealthResult, SampleModel
 from mcp_server.params import GpuOrAll
-from store.health import node_health
-from store.inventory import latest_samples, resolve_gpus
+from store.health import health_report
+from store.inventory import latest_samples, select_gpus
 from store.inventory import list_gpus as stored_gpus
 from store.processes import PodSpan, ProcessSpan, pods_at, processes_at
 from store.windows import format_ts
@@ -36,18 +36,17 @@ class SnapshotModel(BaseModel):
     sample: SampleModel | None
 
 
-class HealthResult(BaseModel):
-    node: str
-    since: str
-    gpus: list[HealthModel] = Field(description="worst first")
-
-
 class ProcessesResult(BaseModel):
     at: str | None = Field(description="the time asked for; null means now")
     processes: list[ProcessSpan] = Field(description="with each one's pod when known")
     pods: list[PodSpan] = Field(
         description="Kubernetes pods holding each GPU then, and how that is known "
         "(annotation, whole-node GPU request, process); empty off Kubernetes"
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="GPUs lost by then (their processes ended when they were lost) and GPUs "
+        "seen only in XID lines (no process is recorded for them)",
     )
 
 
@@ -66,9 +65,8 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         """
         async with deps.reader() as conn:
             gpus = await stored_gpus(conn)
-        return compact(
-            GpuListResult(node=deps.node, gpus=[GpuModel.from_inventory(g) for g in gpus])
-        )
+            node = await deps.node_name(conn)
+        return compact(GpuListResult(node=node, gpus=[GpuModel.from_inventory(g) for g in gpus]))
 
     @server.tool(annotations=READ_ONLY)
     async def get_gpu_snapshot(gpu: GpuOrAll = None) -> Annotated[CallToolResult, SnapshotResult]:
@@ -82,6 +80,7 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         now = deps.now_ms()
         async with deps.reader() as conn:
             stored = await latest_samples(conn, [gpu] if gpu else [])
+            node = await deps.node_name(conn)
         out = []
         for item in stored:
             sample = live.get(item.gpu.info.uuid)
@@ -96,7 +95,7 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
                     sample=SampleModel.from_sample(sample) if sample else None,
                 )
             )
-        return compact(SnapshotResult(node=deps.node, gpus=out))
+        return compact(SnapshotResult(node=node, gpus=out))
 
     @server.tool(annotations=READ_ONLY)
     async def get_gpu_health(
@@ -105,28 +104,29 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
             str, Field(max_length=40, description="how far back XIDs count (24h, 7d)")
         ] = "24h",
     ) -> Annotated[CallToolResult, HealthResult]:
-        """Per GPU a status (ok, warning, critical), a 0-100 score and the reasons, worst first.
+        """Per GPU one verdict: the likely cause, the ONE action it needs (none, watch,
+        restart_application, run_diagnostics, reset_gpu, reboot_node, replace_gpu), why with
+        the numbers, and the steps; plus the node's verdict (the most disruptive action any
+        GPU needs). Findings under each verdict are the evidence.
 
-        Thresholds come from each GPU's own slowdown/shutdown temperature and power limit.
-        XIDs count by their catalog action and NVIDIA's workflows (13/31 repeating on one
-        GPU vs spread over several, 45 alone vs after other XIDs, 48 with 63/64, the recovery
-        action a 154 names). A fatal state clears on reboot, GPU reset or an operator's
-        acknowledgement (xidwatch ack), and the finding says which.
+        Thresholds are each GPU's own slowdown/shutdown temperature and power limit. XIDs
+        are judged as correlate_xid judges them (NVIDIA's workflows: which workloads failed
+        where for 13/31/43, 48 with 63/64, what came before a 79, a 154's recovery action).
+        A fatal state stays until a reboot, GPU reset or acknowledgement (xidwatch ack)
+        clears it, whatever ``since`` says; the verdict says which cleared it. ``coverage``
+        says what time the store covers.
         """
         since_ms = deps.instant(since, name="since")
         async with deps.reader() as conn:
-            results = await node_health(conn, since_ms=since_ms, now_ms=deps.now_ms())
-            if gpu is not None:
-                wanted = {g.info.pci_bus_id for _, g in await resolve_gpus(conn, [gpu])}
-                results = [h for h in results if h.pci_bus_id in wanted]
-        ranked = sorted(results, key=lambda h: (h.score, h.pci_bus_id))
-        return compact(
-            HealthResult(
-                node=deps.node,
-                since=format_ts(since_ms),
-                gpus=[HealthModel.from_health(h) for h in ranked],
+            report = await health_report(
+                conn,
+                since_ms=since_ms,
+                now_ms=deps.now_ms(),
+                node=await deps.node_name(conn),
+                selectors=[gpu] if gpu else [],
+                retention=deps.retention,
             )
-        )
+        return compact(HealthResult.from_report(report))
 
     @server.tool(annotations=READ_ONLY)
     async def get_gpu_processes(
@@ -139,12 +139,25 @@ def register_gpu_tools(server: MCPServer, deps: ToolDeps) -> None:
         """Compute processes on a GPU (or every GPU) now or at a past time: pid, name, memory,
         Kubernetes namespace/pod/container, and when each was first and last seen by the
         sampler; plus the pods holding each GPU then ("which pod had GPU 3 at 02:14").
+        A GPU lost by then (fell off the bus) runs nothing: its processes show
+        ``running: false`` and ``ended_ts_ms``, the moment it was lost.
         """
         at_ms = deps.instant(at, name="at") if at else None
         async with deps.reader() as conn:
-            selected = await resolve_gpus(conn, [gpu] if gpu else [])
-            uuids = [g.info.uuid for _, g in selected]
+            selected = await select_gpus(conn, [gpu] if gpu else [])
+            uuids = selected.uuids
             spans = [span for u in uuids for span in await processes_at(conn, u, at_ms)]
             pods = [span for u in uuids for span in await pods_at(conn, u, at_ms)]
-        at_ts = format_ts(at_ms) if at_ms else None
-        return compact(ProcessesResult(at=at_ts, processes=spans, pods=pods))
+        notes = [
+            f"GPU {g.info.index} ({g.info.pci_bus_id}) was lost at {format_ts(lost)}: "
+            "its processes ended then"
+            for _, g in selected.gpus
+            if (lost := g.lost_since_ms) is not None and (at_ms is None or at_ms >= lost)
+        ]
+        notes += [
+            f"GPU {pci} is known only from XID lines (NVML never listed it): "
+            "no processes are recorded for it"
+            for pci in (selected.xid_only if gpu else ())
+        ]
+        at_ts = format_ts(at_ms) if at_ms is not None else None
+        return compact(ProcessesResult(at=at_ts, processes=spans, pods=pods, notes=notes))

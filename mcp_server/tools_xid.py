@@ -11,13 +11,16 @@ from pydantic import BaseModel, Field
 from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, XidEventModel, XidExplanation
-from mcp_server.params import PciIds, Since, Until, pci_ids
+from mcp_server.params import Gpus, Since, Until
+from store.actions import Action, Cause
 from store.causes import MetricAround
+from store.correlation import NearbyXid
 from store.correlation import correlate_xid as correlate
+from store.inventory import select_gpus
 from store.processes import PodSpan, ProcessSpan
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuStateEvent, XidSummaryRow
-from store.windows import format_ts
+from store.windows import check_window, format_ts
 from store.xid_summary import (
     ActionTotal,
     CodeTotal,
@@ -31,9 +34,34 @@ __all__ = ["register_xid_tools"]
 
 
 class NearbyXidModel(BaseModel):
-    event: XidEventModel
+    """Another XID in the window, in one compact row (list_xid_events has the full event)."""
+
+    id: int
     offset_s: float = Field(description="seconds from the correlated XID (negative: before)")
+    kind: str
+    xid: int
+    count: int
+    pci_bus_id: str | None
     same_gpu: bool
+    pid: int | None = None
+    process: str | None = None
+    pod: str | None = Field(default=None, description="namespace/pod when known")
+
+    @classmethod
+    def from_nearby(cls, n: NearbyXid) -> NearbyXidModel:
+        e = n.event
+        return cls(
+            id=e.id,
+            offset_s=round(n.offset_s, 1),
+            kind=e.kind,
+            xid=e.xid,
+            count=e.count,
+            pci_bus_id=e.pci_bus_id,
+            same_gpu=n.same_gpu,
+            pid=e.pid,
+            process=e.process,
+            pod=f"{e.pod.namespace}/{e.pod.pod}" if e.pod else None,
+        )
 
 
 class CorrelationResult(BaseModel):
@@ -43,9 +71,14 @@ class CorrelationResult(BaseModel):
     gpu: GpuModel | None
     since: str
     until: str
-    likely_cause: str = Field(
+    likely_cause: Cause = Field(
         description="thermal, gpu_memory, gpu_hardware, application, bus_or_link, power, "
-        "follows_other_xid or unknown"
+        "follows_other_xid, unknown or none; the same judgement get_gpu_health's verdict uses"
+    )
+    action: Action = Field(
+        description="what this XID needs on its own: none, watch, restart_application, "
+        "run_diagnostics, reset_gpu, reboot_node or replace_gpu (get_gpu_health weighs it "
+        "with everything else on the GPU)"
     )
     confidence: str
     evidence: list[str] = Field(description="sentences with the numbers behind the cause")
@@ -109,7 +142,7 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
     async def list_xid_events(
         since: Since = "24h",
         until: Until = None,
-        gpus: PciIds = [],  # noqa: B006 -- pydantic copies defaults; a tuple breaks the schema
+        gpus: Gpus = [],  # noqa: B006 -- pydantic copies defaults; a tuple breaks the schema
         codes: Annotated[
             list[Annotated[int, Field(ge=0, le=100_000)]],
             Field(max_length=32, description="XID codes; empty for all"),
@@ -126,18 +159,23 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
 
         A flood of identical XIDs is stored as a burst row whose ``count`` is exact. Each
         event carries the catalog's immediate action; use explain_xid for the full entry and
-        correlate_xid (with the event ``id``) for what the GPU was doing around it.
+        correlate_xid (with the event ``id``) for what the GPU was doing around it. A GPU
+        is named by index, UUID (or unique prefix) or PCI bus id, including a GPU seen only
+        in kernel lines.
         """
-        pcis = pci_ids(gpus)
-        filters = XidFilter(
-            since_ms=deps.instant(since, name="since"),
-            until_ms=deps.instant(until, name="until") if until else None,
-            pci_bus_ids=pcis,
-            codes=codes,
-            actions=[a.upper() for a in actions],
-            kind=kind,
-        )
+        since_ms = deps.instant(since, name="since")
+        until_ms = deps.instant(until, name="until") if until else None
         async with deps.reader() as conn:
+            check_window(since_ms, until_ms)
+            pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
+            filters = XidFilter(
+                since_ms=since_ms,
+                until_ms=until_ms,
+                pci_bus_ids=pcis,
+                codes=codes,
+                actions=[a.upper() for a in actions],
+                kind=kind,
+            )
             page = await list_xids(conn, filters, limit=limit, cursor=cursor)
         events = [XidEventModel.from_stored(e, deps.catalog) for e in page.events]
         return compact(
@@ -148,16 +186,17 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
     async def summarize_xid_events(
         since: Since = "24h",
         until: Until = None,
-        gpus: PciIds = [],  # noqa: B006
+        gpus: Gpus = [],  # noqa: B006
     ) -> Annotated[CallToolResult, XidSummaryResult]:
         """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
         and what is new compared with the window of the same length just before it (new
         codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
         """
-        pcis = pci_ids(gpus)
         since_ms = deps.instant(since, name="since")
         until_ms = deps.instant(until, name="until") if until else deps.now_ms()
         async with deps.reader() as conn:
+            check_window(since_ms, until_ms)
+            pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
             summary = await summarize_with_changes(
                 conn, since_ms=since_ms, until_ms=until_ms, pci_bus_ids=pcis
             )
@@ -174,9 +213,10 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
         """One stored XID in context: the GPU's temperature, power, clocks, utilization,
         memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
         it (on this GPU and others), the processes and Kubernetes pods on that GPU then, and a
-        likely cause with
-        the evidence for it (NVIDIA's workflows: 13/31 spread vs repeating, 45 following
-        others, 48 with 63/64, thermal or power before a 79).
+        likely cause with the action this XID needs and the evidence. The cause is the
+        same judgement get_gpu_health's verdict uses (NVIDIA's workflows: which workloads
+        failed where for 13/31/43, 45 and 154 following others, 48 with 63/64, heat, power
+        or PCIe/NVLink errors before a 79), from a fixed context whatever window you ask for.
         """
         before_ms = deps.duration(before, name="before", most="24h")
         after_ms = deps.duration(after, name="after", most="24h")
@@ -196,18 +236,12 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
                 gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
                 since=format_ts(c.since_ms),
                 until=format_ts(c.until_ms),
-                likely_cause=c.likely_cause,
-                confidence=c.confidence,
-                evidence=list(c.evidence),
+                likely_cause=c.judgement.cause,
+                action=c.judgement.action,
+                confidence=c.judgement.confidence,
+                evidence=list(c.judgement.evidence),
                 metrics=list(c.metrics),
-                nearby_xids=[
-                    NearbyXidModel(
-                        event=XidEventModel.from_stored(n.event, catalog),
-                        offset_s=n.offset_s,
-                        same_gpu=n.same_gpu,
-                    )
-                    for n in c.nearby_xids
-                ],
+                nearby_xids=[NearbyXidModel.from_nearby(n) for n in c.nearby_xids],
                 nearby_truncated=c.nearby_truncated,
                 processes=list(c.processes),
                 pods=list(c.pods),

@@ -1,52 +1,60 @@
-"""Rules that name an XID's likely cause from its context, each with evidence carrying numbers.
+"""One XID judged in its context: a cause, one action, how sure, and the evidence with numbers.
 
-Pure functions over what :mod:`store.correlation` gathered. The rules follow NVIDIA's XID
-guidance: a 79 or 62 after heat or thermal throttling is thermal, after PCIe replays the
-bus or link, after power throttling power; 48/63/64/92/94/95 are GPU memory; a 13, 31 or
-43 on several GPUs at once is the job, repeating on one GPU only, the GPU; a 45 (or 154)
-right after another XID on the GPU follows it. Thresholds come from the GPU's own limits.
+Pure functions over what :mod:`store.correlation` gathered, shared by ``correlate_xid`` and
+every GPU's verdict in ``get_gpu_health``, so the two cannot disagree. The rules are
+NVIDIA's XID workflows:
+
+- 13/31/43 (and 94) are judged by *workload identity*: the same workload failing, again
+  and again or on several GPUs (often at the same fault address), is the application; a
+  GPU on which *different* workloads fail, while those workloads run clean on other GPUs,
+  is the GPU.
+- Memory: 92 is watched; 48 (alone or with 63) and 95 ask for a reset; 63 is a remap a
+  reset activates; 64 is a remap that failed, so the GPU is replaced; 94 is contained.
+- 79 (and a GPU NVML reports lost) needs the node power-cycled; the cause is what came
+  before: heat or thermal throttling, a power brake or power over the limit, PCIe replays
+  or NVLink errors, else the GPU itself (its slot, riser or board), never "unknown".
+- 45 and 154 right after another XID on the GPU follow it; a 154 takes the recovery
+  action its message names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
+from store.actions import Action, Cause, Confidence, code_action, recovery_action
 from store.processes import ProcessSpan
 from store.records import GpuStateEvent, InventoryGpu, StoredXid
-from store.xid_workflows import FOLLOW_MS, recovery_action
 
 __all__ = [
-    "Cause",
+    "APP_CODES",
+    "FOLLOW_MS",
+    "MEMORY_CODES",
     "CauseInputs",
-    "Confidence",
+    "Judgement",
     "MetricAround",
     "MetricStats",
+    "follows",
     "likely_cause",
+    "workload",
 ]
-
-Cause = Literal[
-    "thermal",
-    "power",
-    "bus_or_link",
-    "gpu_memory",
-    "gpu_hardware",
-    "application",
-    "follows_other_xid",
-    "unknown",
-]
-Confidence = Literal["high", "medium", "low"]
-Verdict = tuple[Cause, list[str], Confidence]
 
 MEMORY_CODES = frozenset({48, 63, 64, 92, 94, 95, 140})
 APP_CODES = frozenset({13, 31, 43})
-OFF_THE_BUS_CODES = frozenset({79, 62})
+LINK_CODES = frozenset({74, 136, 137, 144, 145, 146, 147, 148, 149, 150, 155})
+OFF_THE_BUS_CODES = frozenset({79})
+FOLLOW_MS = 10_000  # an XID 45 this soon after another XID on the GPU is cleanup after it
+RECOVERY_FOLLOW_MS = 60_000
+CRASH_GAP_MS = 30_000  # XIDs of one pid (or of no pid) this close together are one crash
 TEMP_MARGIN_C = 5
 THROTTLE_SHARE = 0.05  # throttled at least this share of the time before counts
 POWER_OVER_LIMIT = 1.02
-RECOVERY_FOLLOW_MS = 60_000
-_LOWER: dict[Confidence, Confidence] = {"high": "medium", "medium": "low", "low": "low"}
+REPEATS_UNNAMED = 3  # crashes on one GPU, of workloads the log does not name
+
+_ADDRESS = re.compile(r"(?:@|\bVA\b|address|addr)\s*:?\s*(0x[0-9a-fA-F_]{4,})", re.IGNORECASE)
+_POD_HASH = re.compile(r"(?:-[0-9a-f]{6,10})?-[0-9a-z]{5}$")
+_GENERIC_NAMES = frozenset({"", "<unknown>", "?"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,34 +87,83 @@ class MetricAround:
 
 @dataclass(frozen=True, slots=True)
 class CauseInputs:
-    """What the rules look at; ``nearby`` holds (event, offset in s, same GPU) triples."""
+    """What the rules look at.
+
+    ``nearby`` holds (event, offset in s, same GPU) for the node's XIDs in the context
+    window; ``workloads`` the processes seen on any of the node's GPUs in that window.
+    """
 
     event: StoredXid
     gpu: InventoryGpu | None
     metrics: Mapping[str, MetricAround] = field(default_factory=dict)
     nearby: tuple[tuple[StoredXid, float, bool], ...] = ()
-    processes: tuple[ProcessSpan, ...] = ()
+    workloads: tuple[ProcessSpan, ...] = ()
     gpu_events: tuple[GpuStateEvent, ...] = ()
     before_ms: int = 15 * 60_000
 
 
-def likely_cause(c: CauseInputs) -> Verdict:
-    """The likely cause of ``c.event``, the evidence for it, and how far to trust it."""
-    cause, evidence, confidence = _rule(c)
-    return cause, evidence + _context(c), confidence
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What one XID says: its likely cause, the one action it needs, and why."""
+
+    cause: Cause
+    action: Action
+    confidence: Confidence
+    evidence: tuple[str, ...]
 
 
-def _rule(c: CauseInputs) -> Verdict:
+def likely_cause(c: CauseInputs) -> Judgement:
+    """The likely cause of ``c.event``, the action it needs, the evidence and the confidence."""
+    cause, action, evidence, confidence = _rule(c)
+    return Judgement(cause, action, confidence, tuple(evidence + _context(c)))
+
+
+def follows(event: StoredXid, earlier: Iterable[StoredXid]) -> StoredXid | None:
+    """The XID on the same GPU that ``event`` (a 45 or 154) follows, if any."""
+    within = FOLLOW_MS if event.xid == 45 else RECOVERY_FOLLOW_MS
+    prior = [
+        n
+        for n in earlier
+        if n.id != event.id
+        and n.kind == "xid"
+        and n.xid not in (45, 154)
+        and n.pci_bus_id == event.pci_bus_id
+        and n.ts_ms <= event.ts_ms + 1000
+        and event.ts_ms - n.last_ts_ms <= within
+    ]
+    return max(prior, key=lambda n: (n.last_ts_ms, n.id), default=None)
+
+
+def workload(e: StoredXid | ProcessSpan) -> str | None:
+    """What ran: the pod's workload (its name without the ReplicaSet and pod suffixes) and
+    container when Kubernetes named it, else the process name; None when nothing names it.
+    """
+    pod = e.pod
+    if pod is not None:
+        base = _POD_HASH.sub("", pod.pod) or pod.pod
+        return f"{pod.namespace}/{base}" + (f":{pod.container}" if pod.container else "")
+    name = e.process if isinstance(e, StoredXid) else e.name
+    return None if name is None or name.strip() in _GENERIC_NAMES else name.strip()
+
+
+Rule = tuple[Cause, Action, list[str], Confidence]
+
+
+def _rule(c: CauseInputs) -> Rule:
     code = c.event.xid
-    follows = _follows(c) if code in (45, 154) else None
-    if follows is not None:
-        return follows
-    if code == 45:
-        routine = (
-            "no other XID on this GPU in the 10 s before: a job was stopped (kill, Ctrl-C) "
-            "or the GPU was reset, which is routine"
-        )
-        return "application", [routine], "medium"
+    if c.event.kind == "sxid":
+        return _sxid(c)
+    if code in (45, 154):
+        earlier = follows(c.event, (n for n, _, _ in c.nearby))
+        if earlier is not None:
+            return _following(c, earlier)
+        if code == 45:
+            routine = (
+                "XID 45 with no other XID on this GPU in the 10 s before: a job was stopped "
+                "(kill, Ctrl-C) or the GPU was reset, which is routine"
+            )
+            return "none", "none", [routine], "medium"
+        return _recovery(c)
     if code in MEMORY_CODES:
         return _memory(c)
     if code in APP_CODES:
@@ -114,104 +171,199 @@ def _rule(c: CauseInputs) -> Verdict:
     return _physical(c)
 
 
-def _before(c: CauseInputs, metric: str) -> MetricStats | None:
-    around = c.metrics.get(metric)
-    return around.before if around is not None else None
-
-
-def _after(c: CauseInputs, metric: str) -> MetricStats | None:
-    around = c.metrics.get(metric)
-    return around.after if around is not None else None
-
-
-def _follows(c: CauseInputs) -> Verdict | None:
+def _following(c: CauseInputs, p: StoredXid) -> Rule:
     e = c.event
-    within = FOLLOW_MS if e.xid == 45 else RECOVERY_FOLLOW_MS
-    prior = [
-        n
-        for n, _, same in c.nearby
-        if same
-        and n.xid not in (45, 154)
-        and n.ts_ms <= e.ts_ms + 1000
-        and e.ts_ms - n.last_ts_ms <= within
-    ]
-    if not prior:
-        return None
-    p = max(prior, key=lambda n: n.last_ts_ms)
     dt = max(0.0, (e.ts_ms - p.last_ts_ms) / 1000)
     evidence = [
-        f"XID {e.xid} came {dt:.1f} s after XID {p.xid} (id {p.id}) on this GPU: "
-        f"it follows that one; correlate XID {p.xid} instead"
+        f"XID {e.xid} came {dt:.1f} s after XID {p.xid} (id {p.id}) on this GPU: it follows "
+        f"that one, so judge XID {p.xid}"
     ]
+    action: Action = "none"
     if e.xid == 154:
-        evidence.append(f"the driver now wants recovery action {recovery_action(e.message)!r}")
-    return "follows_other_xid", evidence, "high"
+        wanted = recovery_action(e.message)
+        evidence.append(f"the driver now wants recovery action {wanted!r}")
+        action = code_action(154, e.action, e.message)
+    return "follows_other_xid", action, evidence, "high"
 
 
-def _memory(c: CauseInputs) -> Verdict:
-    evidence: list[str] = []
-    ecc = "ecc_uncorrected_volatile"
-    sides = [x for x in (_before(c, ecc), _after(c, ecc)) if x and x.min is not None]
-    lo, hi = (sides[0].min, sides[-1].max) if sides else (None, None)
-    rose = lo is not None and hi is not None and hi > lo
-    if rose:
-        evidence.append(
-            f"uncorrectable ECC errors (volatile count) went from {lo:.0f} to {hi:.0f} "
-            "around the event"
-        )
-    elif lo is not None:
-        evidence.append(f"the uncorrectable ECC count stayed at {lo:.0f} around the event")
-    companions = [(n, off) for n, off, same in c.nearby if same and n.xid in MEMORY_CODES]
-    evidence += [
-        f"XID {n.xid} (id {n.id}) {abs(off):.1f} s {'before' if off < 0 else 'after'} on this GPU"
-        for n, off in companions[:5]
-    ]
-    evidence.insert(0, f"XID {c.event.xid} reports GPU memory trouble")
-    return "gpu_memory", evidence, "high" if rose or companions else "medium"
+def _recovery(c: CauseInputs) -> Rule:
+    wanted = recovery_action(c.event.message)
+    action = code_action(154, c.event.action, c.event.message)
+    if wanted is None:
+        text = f"XID 154 names a recovery action xidwatch does not read: {c.event.message[:200]}"
+        return "unknown", action, [text], "low"
+    text = f"XID 154: the driver now wants recovery action {wanted!r}"
+    return "unknown" if action != "none" else "none", action, [text], "high"
 
 
-def _application(c: CauseInputs) -> Verdict:
+def _sxid(c: CauseInputs) -> Rule:
+    text = (
+        f"NVSwitch SXid {c.event.xid}: the switch fabric, not a GPU; check Fabric Manager's "
+        "log and run diagnostics on the fabric if it repeats"
+    )
+    return "bus_or_link", "run_diagnostics", [text], "medium"
+
+
+def _memory(c: CauseInputs) -> Rule:
     e = c.event
-    elsewhere: dict[str, int] = {}
-    for n, _, same in c.nearby:
-        if not same and n.kind == "xid" and n.xid == e.xid and n.pci_bus_id:
-            elsewhere[n.pci_bus_id] = elsewhere.get(n.pci_bus_id, 0) + n.count
-    evidence = _process_evidence(c)
-    if elsewhere:
-        gpus = ", ".join(f"{pci} x{n}" for pci, n in sorted(elsewhere.items()))
-        evidence.insert(
-            0,
-            f"XID {e.xid} also on {len(elsewhere)} other GPU(s) in the window ({gpus}): "
-            "spread over GPUs, it points at the job, not a GPU",
-        )
-        return "application", evidence, "high" if len(elsewhere) >= 2 else "medium"
-    here = e.count + sum(n.count for n, _, same in c.nearby if same and n.xid == e.xid)
-    if here >= 3:
-        evidence.insert(
-            0,
-            f"XID {e.xid} x{here} on this GPU in the window and on no other GPU: repeats on "
-            "one GPU point at the GPU (drain it and run dcgmi diag)",
-        )
-        return "gpu_hardware", evidence, "medium"
-    evidence.insert(0, f"a one-off XID {e.xid}, on no other GPU in the window: most often the job")
-    return "application", evidence, "low"
+    same = [n for n, _, same in c.nearby if same and n.xid in MEMORY_CODES and n.id != e.id]
+    codes = {n.xid for n in same} | {e.xid}
+    evidence = [f"XID {e.xid} reports GPU memory trouble"]
+    evidence += [
+        f"XID {n.xid} (id {n.id}) {abs(off):.0f} s {'before' if off < 0 else 'after'} on this GPU"
+        for n, off, is_same in c.nearby
+        if is_same and n in same
+    ][:4]
+    evidence += _ecc_evidence(c)
+    action: Action
+    if 64 in codes:
+        action = "replace_gpu"
+        evidence.insert(0, "a row remap failed (XID 64): the GPU is out of spare memory rows")
+    elif e.xid in (48, 63, 95, 140):
+        action = "reset_gpu"
+        if 63 in codes:
+            evidence.insert(0, "a row remap is pending (XID 63): a GPU reset activates it")
+    elif e.xid == 94:
+        action = "restart_application"
+        evidence.append("contained: only the application that touched the memory is affected")
+    else:
+        action = code_action(e.xid, e.action, e.message)
+    confidence: Confidence = "high" if e.xid != 92 or len(codes) > 1 else "medium"
+    return "gpu_memory", action, evidence, confidence
 
 
-def _process_evidence(c: CauseInputs) -> list[str]:
+def _ecc_evidence(c: CauseInputs) -> list[str]:
     out = []
-    if c.event.process or c.event.pid is not None:
-        out.append(f"the XID names process {c.event.process or '?'} (pid {c.event.pid})")
-    if c.processes:
-        listed = ", ".join(
-            f"{p.name or '?'} (pid {p.pid}, {p.used_mib if p.used_mib is not None else '?'} MiB)"
-            for p in c.processes[:5]
-        )
-        out.append(f"on the GPU at the time: {listed}")
+    for metric, what in (
+        ("ecc_uncorrected_volatile", "uncorrectable"),
+        ("ecc_corrected_volatile", "corrected"),
+    ):
+        sides = [x for x in (_side(c, metric, "before"), _side(c, metric, "after")) if x]
+        sides = [s for s in sides if s.min is not None and s.max is not None]
+        if sides and sides[-1].max is not None and sides[0].min is not None:
+            lo, hi = sides[0].min, sides[-1].max
+            if hi > lo:
+                out.append(f"{what} ECC errors went from {lo:.0f} to {hi:.0f} around it")
     return out
 
 
-def _physical(c: CauseInputs) -> Verdict:
-    """Thermal, bus or power, by the strongest precursor; unknown when there is none."""
+@dataclass(frozen=True, slots=True)
+class _Crash:
+    """One failure of a workload: the app XIDs of one pid (or nearby ones of no pid)."""
+
+    gpu: str
+    workload: str | None
+    pids: frozenset[int]
+    address: str | None
+    ts_ms: int
+    count: int
+
+
+def _crashes(events: Iterable[StoredXid]) -> list[_Crash]:
+    out: list[_Crash] = []
+    for e in sorted(events, key=lambda x: (x.ts_ms, x.id)):
+        gpu = e.pci_bus_id or "?"
+        m = _ADDRESS.search(e.message)
+        address = m[1].lower().replace("_", "") if m else None
+        last = out[-1] if out else None
+        same_pid = last is not None and e.pid is not None and e.pid in last.pids
+        close = last is not None and e.pid is None and e.ts_ms - last.ts_ms <= CRASH_GAP_MS
+        if last is not None and last.gpu == gpu and (same_pid or close):
+            out[-1] = _Crash(
+                gpu,
+                last.workload or workload(e),
+                last.pids,
+                last.address or address,
+                e.ts_ms,
+                last.count + e.count,
+            )
+            continue
+        pids = frozenset({e.pid} if e.pid is not None else ())
+        out.append(_Crash(gpu, workload(e), pids, address, e.ts_ms, e.count))
+    return out
+
+
+def _application(c: CauseInputs) -> Rule:
+    e, here = c.event, c.event.pci_bus_id or "?"
+    app = [n for n, _, _ in c.nearby if n.kind == "xid" and n.xid in APP_CODES]
+    crashes = _crashes([*app, e] if all(n.id != e.id for n in app) else app)
+    mine = [k for k in crashes if k.gpu == here]
+    others = [k for k in crashes if k.gpu != here]
+    named = {k.workload for k in mine if k.workload is not None}
+    evidence = _process_evidence(c)
+    this = workload(e)
+
+    spread = sorted({k.gpu for k in others if this is not None and k.workload == this})
+    if spread:
+        text = (
+            f"the same workload ({this}) also failed on {len(spread)} other GPU(s) "
+            f"({', '.join(spread)}): it is the application, not a GPU"
+        )
+        return "application", "restart_application", [text, *evidence], "high"
+    if len(named) >= 2:
+        clean = _clean_elsewhere(c, named, here)
+        text = f"{len(named)} different workloads failed on this GPU ({', '.join(sorted(named))})"
+        if clean:
+            text += f", while {', '.join(clean)} ran clean on other GPUs"
+        text += ": the GPU is the common factor, so test it"
+        return "gpu_hardware", "run_diagnostics", [text, *evidence], "high" if clean else "medium"
+    addresses = {k.address for k in mine if k.address}
+    if len(mine) >= 2 and named:
+        (name,) = named
+        text = f"the same workload ({name}) failed {len(mine)} times on this GPU"
+        pids = sorted({p for k in mine for p in k.pids})
+        if len(pids) > 1:
+            text += f" (pids {', '.join(map(str, pids[:6]))}: restarted each time)"
+        if len(addresses) == 1:
+            text += f", faulting at the same address {next(iter(addresses))}"
+        text += ": a crash loop in the application, not the GPU"
+        return "application", "restart_application", [text, *evidence], "high"
+    if others and not named:
+        gpus = sorted({k.gpu for k in others})
+        text = (
+            f"application XIDs also on {len(gpus)} other GPU(s) ({', '.join(gpus)}) in the "
+            "window: spread over GPUs, they point at the job, not a GPU"
+        )
+        return "application", "restart_application", [text, *evidence], "medium"
+    if len(mine) >= REPEATS_UNNAMED:
+        text = (
+            f"{len(mine)} failures on this GPU and none on the others, and the kernel log "
+            "names no workload to tell a crash loop from a bad GPU: test the GPU"
+        )
+        return "gpu_hardware", "run_diagnostics", [text, *evidence], "low"
+    what = f"of {this}" if this else "of a workload the log does not name"
+    text = f"a single failure {what} on this GPU: most often the application"
+    return "application", "restart_application", [text, *evidence], "low"
+
+
+def _clean_elsewhere(c: CauseInputs, named: set[str], here: str) -> list[str]:
+    """The failing workloads that also ran on other GPUs without an XID there."""
+    failed = {(n.pci_bus_id, n.pid) for n, _, _ in c.nearby if n.xid in APP_CODES}
+    return sorted(
+        {
+            w
+            for p in c.workloads
+            if p.pci_bus_id != here
+            and (w := workload(p)) in named
+            and (p.pci_bus_id, p.pid) not in failed
+        }
+    )
+
+
+def _process_evidence(c: CauseInputs) -> list[str]:
+    e = c.event
+    if e.process or e.pid is not None:
+        pod = f", pod {e.pod.namespace}/{e.pod.pod}" if e.pod else ""
+        return [f"the XID names process {e.process or '?'} (pid {e.pid}{pod})"]
+    return []
+
+
+def _physical(c: CauseInputs) -> Rule:
+    """Thermal, power or bus by the strongest precursor; else the code's own suspect."""
+    e = c.event
+    action = code_action(e.xid, e.action, e.message)
+    if e.xid in OFF_THE_BUS_CODES:
+        action = "reboot_node"
     # Ties go to the earlier entry: heat is the commonest precursor, then the link.
     candidates: list[tuple[Cause, tuple[int, list[str]]]] = [
         ("thermal", _thermal(c)),
@@ -220,91 +372,121 @@ def _physical(c: CauseInputs) -> Verdict:
     ]
     cause, (strength, evidence) = max(candidates, key=lambda k: k[1][0])
     if strength == 0:
-        return "unknown", [_no_precursor(c)], "low"
+        return _no_precursor(c, action)
     confidence: Confidence = "high" if strength >= 2 else "medium"
-    if c.event.xid not in OFF_THE_BUS_CODES:
-        confidence = _LOWER[confidence]
-    return cause, evidence, confidence
+    if e.xid in OFF_THE_BUS_CODES:
+        evidence.insert(0, "XID 79: the GPU fell off the bus; only a power-cycle brings it back")
+    return cause, action, evidence, confidence
+
+
+def _no_precursor(c: CauseInputs, action: Action) -> Rule:
+    e = c.event
+    mins = c.before_ms // 60_000
+    temp = _side(c, "temperature", "before")
+    peak = f" (temperature peaked at {temp.max:.0f} °C)" if temp and temp.max is not None else ""
+    none = f"no thermal, power or PCIe/NVLink precursor in the {mins} min before{peak}"
+    if c.gpu is not None and not c.metrics:
+        none = "no telemetry around it to look for precursors"
+    if e.xid in LINK_CODES:
+        return "bus_or_link", action, [f"XID {e.xid} is an NVLink error", none], "medium"
+    if e.xid == 54:
+        return "power", action, ["XID 54: the GPU's auxiliary power is not connected"], "high"
+    if e.xid in OFF_THE_BUS_CODES:
+        text = (
+            "XID 79: the GPU fell off the bus with " + none + ": suspect the GPU itself, "
+            "its PCIe slot or riser"
+        )
+        return "gpu_hardware", action, [text], "medium"
+    if action in ("reset_gpu", "reboot_node", "replace_gpu", "run_diagnostics"):
+        text = f"XID {e.xid} is a GPU-side error ({e.action}) with {none}"
+        return "gpu_hardware", action, [text], "low"
+    return "unknown", action, [f"XID {e.xid} ({e.action}) with {none}"], "low"
+
+
+def _side(c: CauseInputs, metric: str, side: str) -> MetricStats | None:
+    around = c.metrics.get(metric)
+    if around is None:
+        return None
+    return around.before if side == "before" else around.after
 
 
 def _thermal(c: CauseInputs) -> tuple[int, list[str]]:
     strength, evidence = 0, []
-    temp, mins = _before(c, "temperature"), c.before_ms // 60_000
+    temp, mins = _side(c, "temperature", "before"), c.before_ms // 60_000
     slowdown = c.gpu.info.slowdown_temp_c if c.gpu else None
+    shutdown = c.gpu.info.shutdown_temp_c if c.gpu else None
     if (
         temp
         and temp.max is not None
         and slowdown is not None
-        and (temp.max >= slowdown - TEMP_MARGIN_C)
+        and temp.max >= slowdown - TEMP_MARGIN_C
     ):
         strength += 2 if temp.max >= slowdown else 1
         where = "above" if temp.max >= slowdown else f"{slowdown - temp.max:.0f} °C below"
-        evidence.append(
-            f"temperature {_movement(temp, '°C')} in the {mins} min before"
-            f"{_slope(temp, '°C')}, peaking at {temp.max:.0f} °C, {where} its slowdown "
-            f"temperature {slowdown} °C"
+        text = (
+            f"temperature {_movement(temp, '°C')} in the {mins} min before, peaking at "
+            f"{temp.max:.0f} °C, {where} its slowdown temperature {slowdown} °C"
         )
-    throttled = _before(c, "throttle_thermal")
+        if shutdown is not None and temp.max >= shutdown:
+            text += f" and past its shutdown temperature {shutdown} °C"
+        evidence.append(text)
+    throttled = _side(c, "throttle_thermal", "before")
     if throttled and throttled.avg is not None and throttled.avg >= THROTTLE_SHARE:
         strength += 1
         evidence.append(f"clocks were thermally throttled {throttled.avg:.0%} of the time before")
-    clock = _before(c, "sm_clock")
+    clock = _side(c, "sm_clock", "before")
     if strength and clock and clock.first and clock.last and clock.last < 0.9 * clock.first:
         evidence.append(f"the SM clock fell from {clock.first:.0f} MHz to {clock.last:.0f} MHz")
     return strength, evidence
 
 
 def _bus(c: CauseInputs) -> tuple[int, list[str]]:
-    before, after = _before(c, "pcie_replays"), _after(c, "pcie_replays")
-    if before is None or before.min is None or before.max is None:
-        return 0, []
-    grew = before.max - before.min
-    if grew <= 0:
-        return 0, []
-    text = (
-        f"the PCIe replay counter rose by {grew:.0f} in the {c.before_ms // 60_000} min before "
-        f"(from {before.min:.0f} to {before.max:.0f})"
-    )
-    if after is not None and after.max is not None and after.max > before.max:
-        text += f" and by {after.max - before.max:.0f} more after"
-    return (2 if grew >= 10 else 1), [text]
+    strength, evidence = 0, []
+    for metric, what in (("pcie_replays", "PCIe replay"), ("nvlink_errors", "NVLink error")):
+        before, after = _side(c, metric, "before"), _side(c, metric, "after")
+        if before is None or before.min is None or before.max is None:
+            continue
+        grew = before.max - before.min
+        if grew <= 0:
+            continue
+        text = (
+            f"the {what} counter rose by {grew:.0f} in the {c.before_ms // 60_000} min before "
+            f"(from {before.min:.0f} to {before.max:.0f})"
+        )
+        if after is not None and after.max is not None and after.max > before.max:
+            text += f" and by {after.max - before.max:.0f} more after"
+        strength = max(strength, 2 if grew >= 10 else 1)
+        evidence.append(text)
+    return strength, evidence
 
 
 def _power(c: CauseInputs) -> tuple[int, list[str]]:
+    """A power brake (hardware slowdown with no heat behind it) or power over the limit.
+
+    The power cap alone is not a precursor: a fully loaded board sits at its cap.
+    """
     strength, evidence = 0, []
-    throttled = _before(c, "throttle_power")
-    if throttled and throttled.avg is not None and throttled.avg >= THROTTLE_SHARE:
-        strength += 1
+    slowdown = _side(c, "throttle_hw_slowdown", "before")
+    thermal = _side(c, "throttle_thermal", "before")
+    hot = thermal is not None and thermal.avg is not None and thermal.avg >= THROTTLE_SHARE
+    if slowdown and slowdown.avg is not None and slowdown.avg >= THROTTLE_SHARE and not hot:
+        strength += 2
         evidence.append(
-            f"clocks were held back by the power cap or power brake {throttled.avg:.0%} of the "
-            "time before"
+            f"hardware slowdown was asserted {slowdown.avg:.0%} of the time before with no "
+            "thermal throttling: the power brake (PSU or power feed)"
         )
-    power, limit = _before(c, "power"), c.gpu.info.power_limit_default_w if c.gpu else None
+    power, limit = _side(c, "power", "before"), c.gpu.info.power_limit_default_w if c.gpu else None
     if power and power.max is not None and limit and power.max > limit * POWER_OVER_LIMIT:
         strength += 1
         evidence.append(f"power peaked at {power.max:.0f} W, over its {limit:.0f} W limit")
     return strength, evidence
 
 
-def _no_precursor(c: CauseInputs) -> str:
-    temp = _before(c, "temperature")
-    slowdown = c.gpu.info.slowdown_temp_c if c.gpu else None
-    parts = []
-    if temp and temp.max is not None:
-        limit = f" (slowdown {slowdown} °C)" if slowdown is not None else ""
-        parts.append(f"temperature peaked at {temp.max:.0f} °C{limit}")
-    text = f"no thermal, power or PCIe precursor in the {c.before_ms // 60_000} min before"
-    text += f": {', '.join(parts)}" if parts else ""
-    if c.event.xid in OFF_THE_BUS_CODES:
-        text += "; without precursors suspect the slot, riser or GPU: check mechanicals"
-    return text
-
-
 def _context(c: CauseInputs) -> list[str]:
     """What happened to the GPU after the event, and what telemetry is missing."""
-    out = []
     if c.gpu is None:
         return ["NVML never listed this GPU, so there is no telemetry: the XIDs are the evidence"]
+    out = []
     t = c.event.ts_ms
     for e in c.gpu_events:
         if e.ts_ms >= t:
@@ -324,17 +506,12 @@ def _context(c: CauseInputs) -> list[str]:
 
 
 def _movement(s: MetricStats, unit: str) -> str:
-    if s.first is None or s.last is None:
+    if s.first is None or s.last is None or s.min is None or s.max is None:
         return "was measured"
-    if s.points == 1 and s.min is not None and s.max is not None and s.max - s.min >= 2:
-        # One bucket holds the whole window: its average says nothing about the direction.
+    if s.max - s.min >= 2 and (s.points == 1 or abs(s.last - s.first) < (s.max - s.min) / 2):
         return f"ranged from {s.min:.0f} {unit} to {s.max:.0f} {unit}"
     if s.last - s.first >= 2:
         return f"rose from {s.first:.0f} {unit} to {s.last:.0f} {unit}"
     if s.first - s.last >= 2:
         return f"fell from {s.first:.0f} {unit} to {s.last:.0f} {unit}"
     return f"held at about {s.avg if s.avg is not None else s.last:.0f} {unit}"
-
-
-def _slope(s: MetricStats, unit: str) -> str:
-    return "" if s.slope_per_hour is None else f" (slope {s.slope_per_hour:+.0f} {unit}/h)"

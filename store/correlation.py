@@ -1,8 +1,10 @@
 """One XID in context: the GPU's telemetry before and after, neighbouring XIDs, processes, a cause.
 
-:func:`correlate_xid` gathers what the store knows around an event and hands it to the
-rules in :mod:`store.causes`, which name a likely cause with evidence sentences that carry
-the numbers, so a person (or an assistant) can check the reasoning rather than trust it.
+:func:`judge_xid` gathers what the store knows around an event and hands it to the rules
+in :mod:`store.causes`; ``correlate_xid`` and every GPU's verdict in health both call it,
+with the same fixed context (the metrics 15 min before and 5 min after, the node's XIDs
+and processes a day either side), so the cause of an event is one answer wherever it is
+asked. :func:`correlate_xid` adds the metrics over the window the caller chose.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from store.causes import Cause, CauseInputs, Confidence, MetricAround, MetricStats, likely_cause
+from store.causes import CauseInputs, Judgement, MetricAround, MetricStats, likely_cause
 from store.errors import InvalidQueryError
 from store.inventory import resolve_gpus
-from store.processes import PodSpan, ProcessSpan, pods_at, processes_at
+from store.processes import PodSpan, ProcessSpan, pods_at, processes_at, processes_between
 from store.queries import MAX_PAGE, XidFilter, get_xid, list_xids
 from store.records import GpuStateEvent, InventoryGpu, Series, StoredXid
 from store.retention import RetentionPolicy
@@ -27,6 +29,7 @@ __all__ = [
     "Correlation",
     "NearbyXid",
     "correlate_xid",
+    "judge_xid",
 ]
 
 CORRELATED_METRICS = (
@@ -37,11 +40,19 @@ CORRELATED_METRICS = (
     "memory_used",
     "throttle_thermal",
     "throttle_power",
+    "throttle_hw_slowdown",
     "pcie_replays",
+    "nvlink_errors",
+    "ecc_corrected_volatile",
     "ecc_uncorrected_volatile",
+    "remapped_rows_corrected",
+    "remapped_rows_uncorrected",
 )
 MAX_SIDE_MS = 24 * 3_600_000
-WINDOW_BUCKETS = 30  # per side: 30 s buckets for the default 15 min before
+WINDOW_BUCKETS = 30  # per side at most; fewer when fewer samples are there
+JUDGE_BEFORE_MS = 15 * 60_000
+JUDGE_AFTER_MS = 5 * 60_000
+CONTEXT_MS = 24 * 3_600_000  # XIDs and processes either side that tell workloads apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +66,7 @@ class NearbyXid:
 
 @dataclass(frozen=True, slots=True)
 class Correlation:
-    """An XID and its context over ``[since_ms, until_ms)``, with a likely cause.
+    """An XID and its context over ``[since_ms, until_ms)``, with its judgement.
 
     ``gpu`` is None when NVML never listed the event's GPU (then there is no telemetry or
     process list). ``nearby_truncated`` says the window held more XIDs than are listed.
@@ -70,9 +81,7 @@ class Correlation:
     nearby_truncated: bool
     processes: tuple[ProcessSpan, ...]
     gpu_events: tuple[GpuStateEvent, ...]
-    likely_cause: Cause
-    evidence: tuple[str, ...]
-    confidence: Confidence
+    judgement: Judgement
     pods: tuple[PodSpan, ...] = ()
 
 
@@ -80,8 +89,8 @@ async def correlate_xid(
     conn: aiosqlite.Connection,
     xid_id: int,
     *,
-    before_ms: int = 15 * 60_000,
-    after_ms: int = 5 * 60_000,
+    before_ms: int = JUDGE_BEFORE_MS,
+    after_ms: int = JUDGE_AFTER_MS,
     now_ms: int,
     retention: RetentionPolicy | None = None,
 ) -> Correlation:
@@ -95,38 +104,29 @@ async def correlate_xid(
     if event is None:
         raise InvalidQueryError(
             f"no XID event with id {xid_id}: take the id from an XID listing "
-            "(the list_xids tool or `xidwatch xids --json`)"
+            "(the list_xid_events tool or `xidwatch xids --json`)"
         )
     t = event.ts_ms
     since_ms, until_ms = t - before_ms, t + after_ms
     nearby, truncated = await _nearby(conn, event, since_ms, until_ms)
-    found = await _gpu_of(conn, event)
+    found = await gpu_of(conn, event)
+    policy = retention or RetentionPolicy()
+    judgement = await judge_xid(conn, event, found=found, now_ms=now_ms, retention=policy)
     metrics: tuple[MetricAround, ...] = ()
     processes: list[ProcessSpan] = []
     pods: list[PodSpan] = []
     states: list[GpuStateEvent] = []
     if found is not None:
         gpu_id, gpu = found
-        policy = retention or RetentionPolicy()
-        metrics = await _metrics(conn, gpu, t, since_ms, min(until_ms, now_ms), now_ms, policy)
+        metrics = await _metrics(
+            conn, gpu_id, gpu, t, since_ms, min(until_ms, now_ms), now_ms, policy
+        )
         processes = await processes_at(conn, gpu.info.uuid, t)
         pods = await pods_at(conn, gpu.info.uuid, t)
         states = await _gpu_events(conn, gpu_id, gpu.info.uuid, since_ms, until_ms)
-    gpu_info = found[1] if found is not None else None
-    cause, evidence, confidence = likely_cause(
-        CauseInputs(
-            event=event,
-            gpu=gpu_info,
-            metrics={m.metric: m for m in metrics},
-            nearby=tuple((n.event, n.offset_s, n.same_gpu) for n in nearby),
-            processes=tuple(processes),
-            gpu_events=tuple(states),
-            before_ms=before_ms,
-        )
-    )
     return Correlation(
         event=event,
-        gpu=gpu_info,
+        gpu=found[1] if found is not None else None,
         since_ms=since_ms,
         until_ms=until_ms,
         metrics=metrics,
@@ -134,10 +134,54 @@ async def correlate_xid(
         nearby_truncated=truncated,
         processes=tuple(processes),
         gpu_events=tuple(states),
-        likely_cause=cause,
-        evidence=tuple(evidence),
-        confidence=confidence,
+        judgement=judgement,
         pods=tuple(pods),
+    )
+
+
+async def judge_xid(
+    conn: aiosqlite.Connection,
+    event: StoredXid,
+    *,
+    found: tuple[int, InventoryGpu] | None,
+    now_ms: int,
+    retention: RetentionPolicy,
+) -> Judgement:
+    """``event``'s cause and action from its fixed context (see the module's docstring).
+
+    Telemetry is read only for codes whose cause depends on it (not the application's).
+    """
+    t = event.ts_ms
+    page = await list_xids(
+        conn,
+        XidFilter(since_ms=t - CONTEXT_MS, until_ms=min(now_ms, t + CONTEXT_MS) + 1),
+        limit=MAX_PAGE,
+    )
+    nearby = tuple(
+        (e, (e.ts_ms - t) / 1000, e.kind == "xid" and e.pci_bus_id == event.pci_bus_id)
+        for e in sorted(page.events, key=lambda e: (e.ts_ms, e.id))
+        if e.id != event.id
+    )
+    metrics: tuple[MetricAround, ...] = ()
+    states: list[GpuStateEvent] = []
+    if found is not None:
+        gpu_id, gpu = found
+        if event.xid not in (13, 31, 43, 45):
+            until = min(t + JUDGE_AFTER_MS, now_ms)
+            window = (t - JUDGE_BEFORE_MS, until)
+            metrics = await _metrics(conn, gpu_id, gpu, t, *window, now_ms, retention)
+        states = await _gpu_events(conn, gpu_id, gpu.info.uuid, t, t + JUDGE_AFTER_MS)
+    workloads = await processes_between(conn, t - CONTEXT_MS, min(now_ms, t + CONTEXT_MS))
+    return likely_cause(
+        CauseInputs(
+            event=event,
+            gpu=found[1] if found is not None else None,
+            metrics={m.metric: m for m in metrics},
+            nearby=nearby,
+            workloads=tuple(workloads),
+            gpu_events=tuple(states),
+            before_ms=JUDGE_BEFORE_MS,
+        )
     )
 
 
@@ -159,7 +203,7 @@ async def _nearby(
     return out, page.next_cursor is not None
 
 
-async def _gpu_of(conn: aiosqlite.Connection, event: StoredXid) -> tuple[int, InventoryGpu] | None:
+async def gpu_of(conn: aiosqlite.Connection, event: StoredXid) -> tuple[int, InventoryGpu] | None:
     """The inventory GPU the event was on: by UUID, else by PCI id (a GPU seen at the time)."""
     known = await resolve_gpus(conn, [])
     by_uuid = [(i, g) for i, g in known if event.gpu_uuid and g.info.uuid == event.gpu_uuid]
@@ -172,6 +216,7 @@ async def _gpu_of(conn: aiosqlite.Connection, event: StoredXid) -> tuple[int, In
 
 async def _metrics(
     conn: aiosqlite.Connection,
+    gpu_id: int,
     gpu: InventoryGpu,
     t: int,
     since_ms: int,
@@ -192,25 +237,46 @@ async def _metrics(
         else choose_tier(since_ms, t, WINDOW_BUCKETS, now_ms=now_ms, retention=retention)
     )
     cut = t - t % tier.step_ms
+    sides = [(since_ms, cut, WINDOW_BUCKETS), (cut, until_ms, WINDOW_BUCKETS)]
+    if tier is TIERS[0]:
+        sides = [await _sampled(conn, gpu_id, a, b) for a, b, _ in sides]
     out = []
     for name in CORRELATED_METRICS:
-        before = await _stats(conn, gpu, name, (since_ms, cut), tier.name, now_ms, retention)
-        after = await _stats(conn, gpu, name, (cut, until_ms), tier.name, now_ms, retention)
+        before, after = [
+            await _stats(conn, gpu, name, side, tier.name, now_ms, retention) for side in sides
+        ]
         unit = before.unit if before else after.unit if after else ""
         out.append(MetricAround(name, unit, _summary(before), _summary(after)))
     return tuple(out)
+
+
+async def _sampled(
+    conn: aiosqlite.Connection, gpu_id: int, since_ms: int, until_ms: int
+) -> tuple[int, int, int]:
+    """A raw side narrowed to the samples actually in it, with their count as buckets.
+
+    So a climb that took 30 s of a 15 min window is not averaged into one bucket, and no
+    bucket is narrower than the sampling interval (one sample a bucket at most).
+    """
+    sql = "SELECT min(ts), max(ts), count(*) FROM samples WHERE gpu = ? AND ts >= ? AND ts < ?"
+    async with conn.execute(sql, (gpu_id, since_ms, until_ms)) as cur:
+        row = await cur.fetchone()
+    if row is None or not row[2]:
+        return since_ms, until_ms, WINDOW_BUCKETS
+    first, last, n = row
+    return int(first), int(last) + 1, min(WINDOW_BUCKETS, int(n))
 
 
 async def _stats(
     conn: aiosqlite.Connection,
     gpu: InventoryGpu,
     metric: str,
-    window: tuple[int, int],
+    window: tuple[int, int, int],
     tier: str,
     now_ms: int,
     retention: RetentionPolicy,
 ) -> Series | None:
-    since_ms, until_ms = window
+    since_ms, until_ms, buckets = window
     if until_ms <= since_ms:
         return None
     (series,) = await metric_series(
@@ -218,7 +284,7 @@ async def _stats(
         metric,
         since_ms=since_ms,
         until_ms=until_ms,
-        buckets=WINDOW_BUCKETS,
+        buckets=buckets,
         now_ms=now_ms,
         gpus=[gpu.info.uuid],
         retention=retention,

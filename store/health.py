@@ -1,10 +1,15 @@
-"""GPU health from stored facts: latest sample, the GPU's own limits, XIDs and what cleared them.
+"""GPU health from stored facts: one verdict per GPU and one per node, with the evidence.
 
-:func:`assess_gpu` is pure (testable without SQLite); :func:`node_health` gathers its inputs
-from the store for every GPU, including GPUs known only by the PCI bus id of their XIDs.
-Thresholds come from each GPU's own slowdown and shutdown temperatures and power limit,
-never from a constant for all models; XIDs are judged by NVIDIA's workflows
-(:mod:`store.xid_workflows`), so one XID 79 outranks a hundred XID 13s spread over a job.
+Each thing wrong with a GPU is an *issue*: a cause, the one action it needs, how sure,
+and evidence sentences with the numbers. XIDs become issues through the same judgement
+``correlate_xid`` uses (:func:`store.correlation.judge_xid`); readings (temperature against
+the GPU's own slowdown and shutdown limits, power, ECC, remapped rows) and liveness (lost,
+stale) add their own. The verdict is the most disruptive issue; findings are every issue
+and context line, as evidence, and carry no action of their own, so they cannot
+contradict it. The node's verdict is the most disruptive action any GPU needs.
+
+A fatal XID counts until a reboot, a GPU reset or an acknowledgement clears it, whatever
+window was asked for; the verdict says which cleared it.
 
 Score: 100 with no warning or critical finding; each warning costs 15 and each critical 50,
 and a GPU with a critical finding never scores above 50 nor one with only warnings below 51,
@@ -13,49 +18,131 @@ so the score sorts GPUs the way their status does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import aiosqlite
 
 from store.acks import Ack, list_acks
+from store.actions import (
+    FATAL_LABELS,
+    Action,
+    Cause,
+    Confidence,
+    action_rank,
+    steps_for,
+)
+from store.causes import Judgement
+from store.correlation import gpu_of, judge_xid
+from store.coverage import Coverage, store_coverage
 from store.errors import InvalidQueryError
-from store.inventory import latest_samples
-from store.metrics import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_THERMAL
+from store.inventory import latest_samples, select_gpus
+from store.metrics import HW_POWER_BRAKE, HW_THERMAL, SW_THERMAL
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuSample, GpuStateEvent, InventoryGpu, StoredXid
+from store.retention import RetentionPolicy
 from store.windows import format_ts
-from store.xid_workflows import Finding, Severity, xid_findings
+from store.xid_workflows import label, representatives, xid_state
 
 __all__ = [
     "Finding",
     "GpuHealth",
+    "HealthReport",
+    "Issue",
     "NodeFacts",
+    "NodeVerdict",
     "Severity",
     "Status",
+    "Verdict",
     "assess_gpu",
     "current_boot_id",
+    "events_to_judge",
+    "health_report",
     "node_health",
+    "node_verdict",
 ]
 
 Status = Literal["ok", "warning", "critical"]
-_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+Severity = Literal["info", "warning", "critical"]
+_SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+_CONFIDENCE_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 
-TEMP_WARNING_MARGIN_C = 5  # below the GPU's own slowdown (or shutdown) temperature
+TEMP_WARNING_MARGIN_C = 5  # below the GPU's own slowdown temperature
 POWER_OVER_LIMIT = 1.05  # drawing this share of the enforced limit means it is not enforced
 STALE_AFTER_MS = 5 * 60_000
 MAX_HEALTH_XIDS = 20_000  # rows; floods fold into bursts, so this is a lot of events
-_COOLING = "check cooling and airflow; lower the load until it cools"
-_POWER_FEED = "check the PSU and the node's power feed"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of evidence about a GPU: how bad, a stable code, what, and the XIDs behind it.
+
+    ``xid_ids`` are the stored events behind it (for correlate_xid).
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    xid_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """Something wrong with a GPU and the one action it needs on its own."""
+
+    code: str
+    message: str
+    cause: Cause
+    action: Action
+    confidence: Confidence
+    evidence: tuple[str, ...]
+    xid_ids: tuple[int, ...] = ()
+    ts_ms: int = 0
+
+    @property
+    def severity(self) -> Severity:
+        if action_rank(self.action) >= action_rank("run_diagnostics"):
+            return "critical"
+        return "warning" if self.action != "none" else "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What is wrong with a GPU and the one thing to do: the most disruptive issue's.
+
+    ``because`` says why in a sentence or two with the numbers; ``steps`` are the ordered
+    concrete steps; ``cleared`` says what cleared an earlier fatal state (reboot, reset,
+    ack), when one did.
+    """
+
+    cause: Cause
+    action: Action
+    confidence: Confidence
+    because: str
+    steps: tuple[str, ...]
+    xid_ids: tuple[int, ...] = ()
+    cleared: Literal["reboot", "reset", "ack"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeVerdict:
+    """The node's one action: the most disruptive any GPU needs, and the GPUs that drive it."""
+
+    action: Action
+    cause: Cause
+    because: str
+    gpus: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """What the node saw, shared by every GPU's assessment.
 
-    ``xids`` are all the node's XIDs in the window (each GPU's own and its neighbours', so
-    spread can be told from repeats); ``current_boot_id`` is the node's newest boot, which
-    makes events from earlier boots historical.
+    ``xids`` are the node's XIDs in the window plus fatal ones from before it (each GPU's
+    own and its neighbours'); ``judged`` the judgement of each XID to be judged, by id;
+    ``current_boot_id`` the node's newest boot, which makes events from earlier boots
+    historical.
     """
 
     now_ms: int
@@ -63,13 +150,16 @@ class NodeFacts:
     gpu_events: tuple[GpuStateEvent, ...] = ()
     acks: tuple[Ack, ...] = ()
     current_boot_id: str | None = None
+    judged: Mapping[int, Judgement] = field(default_factory=dict)
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class GpuHealth:
-    """A GPU's status (its worst finding), score 0-100, and every finding, worst first.
+    """A GPU's verdict, status (from the verdict's action), score 0-100 and evidence.
 
-    ``gpu`` is None for a GPU known only from XID lines (NVML never listed it).
+    ``gpu`` is None for a GPU known only from XID lines (NVML never listed it); ``sample``
+    is None when there is no current reading (never sampled, or the GPU is lost).
     """
 
     pci_bus_id: str
@@ -77,6 +167,7 @@ class GpuHealth:
     sample: GpuSample | None
     status: Status
     score: int
+    verdict: Verdict
     findings: tuple[Finding, ...]
 
 
@@ -89,26 +180,88 @@ def assess_gpu(
     stale_after_ms: int = STALE_AFTER_MS,
 ) -> GpuHealth:
     """Judge the GPU at ``pci_bus_id`` from ``facts``, its inventory entry and latest sample."""
-    own = [x for x in facts.xids if x.pci_bus_id == pci_bus_id]
-    others = [x for x in facts.xids if x.pci_bus_id is not None and x.pci_bus_id != pci_bus_id]
+    own = [x for x in facts.xids if x.pci_bus_id == pci_bus_id and x.kind == "xid"]
     states = [e for e in facts.gpu_events if gpu is not None and e.uuid == gpu.info.uuid]
-    acks = sorted((a for a in facts.acks if a.pci_bus_id == pci_bus_id), key=lambda a: a.ts_ms)
-    findings = [
-        *_liveness(gpu, sample, acks, facts.now_ms, stale_after_ms),
-        *_recoveries(states),
-        *(_readings(gpu, sample) if sample is not None else ()),
-        *xid_findings(
-            own,
-            others,
-            acks=acks,
-            recovered_ms=[e.ts_ms for e in states if e.state == "recovered"],
-            current_boot_id=facts.current_boot_id,
-        ),
+    acks = [a for a in facts.acks if a.pci_bus_id == pci_bus_id]
+    state = xid_state(
+        own,
+        acks=acks,
+        recovered_ms=[e.ts_ms for e in states if e.state == "recovered"],
+        current_boot_id=facts.current_boot_id,
+    )
+    lost = _lost_since(gpu, sample)
+    issues, notes = _liveness(gpu, sample, acks, facts, lost, stale_after_ms)
+    if lost is None and sample is not None:
+        issues += _readings(gpu, sample)
+    for code, es in representatives(state.active).items():
+        judged = facts.judged.get(es[-1].id)
+        if judged is not None:
+            issues.append(_xid_issue(code, es, judged))
+    cleared = [
+        Finding("info", f"cleared_by_{why.by}", f"{label(es)}: cleared by {why.text}", _ids(es))
+        for why, es in state.cleared
     ]
-    findings.sort(key=lambda f: -_RANK[f.severity])
-    seen = {f.severity for f in findings}
-    status: Status = "critical" if "critical" in seen else "warning" if "warning" in seen else "ok"
-    return GpuHealth(pci_bus_id, gpu, sample, status, _score(findings), tuple(findings))
+    notes += _recoveries(states)
+    verdict = _verdict(issues, state.cleared, pci_bus_id, facts.node)
+    findings = [Finding(i.severity, i.code, i.message, i.xid_ids) for i in issues]
+    findings = sorted(findings, key=lambda f: -_SEVERITY_RANK[f.severity]) + notes + cleared
+    status = _status(verdict.action)
+    shown = None if lost is not None else sample
+    return GpuHealth(
+        pci_bus_id, gpu, shown, status, _score(findings, status), verdict, tuple(findings)
+    )
+
+
+def node_verdict(gpus: Sequence[GpuHealth]) -> NodeVerdict:
+    """The most disruptive action any GPU needs, with the GPUs that need it."""
+    if not gpus:
+        return NodeVerdict("none", "none", "no GPUs known on this node", ())
+    worst = max(action_rank(h.verdict.action) for h in gpus)
+    driving = [h for h in gpus if action_rank(h.verdict.action) == worst]
+    first = driving[0].verdict
+    if first.action == "none":
+        return NodeVerdict("none", "none", f"all {len(gpus)} GPU(s) need nothing", ())
+    names = ", ".join(_gpu_name(h) for h in driving)
+    return NodeVerdict(
+        first.action,
+        first.cause,
+        f"{names} {'needs' if len(driving) == 1 else 'need'} {first.action} ({first.cause})",
+        tuple(h.pci_bus_id for h in driving),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """What ``get_gpu_health`` and ``xidwatch health`` answer: every GPU worst first, the
+    node's verdict, and what time the store covers."""
+
+    node: str
+    since_ms: int
+    gpus: tuple[GpuHealth, ...]
+    node_verdict: NodeVerdict
+    coverage: Coverage
+
+
+async def health_report(
+    conn: aiosqlite.Connection,
+    *,
+    since_ms: int,
+    now_ms: int,
+    node: str = "",
+    selectors: Sequence[str] = (),
+    retention: RetentionPolicy | None = None,
+) -> HealthReport:
+    """The health of the GPUs ``selectors`` name (all by default), worst first."""
+    results = await node_health(
+        conn, since_ms=since_ms, now_ms=now_ms, node=node, retention=retention
+    )
+    if selectors:
+        chosen = await select_gpus(conn, selectors)
+        wanted = {g.info.pci_bus_id for _, g in chosen.gpus} | set(chosen.xid_only)
+        results = [h for h in results if h.pci_bus_id in wanted]
+    ranked = sorted(results, key=lambda h: (-action_rank(h.verdict.action), h.score, h.pci_bus_id))
+    coverage = await store_coverage(conn, since_ms=since_ms, until_ms=now_ms)
+    return HealthReport(node, since_ms, tuple(ranked), node_verdict(ranked), coverage)
 
 
 async def node_health(
@@ -116,20 +269,33 @@ async def node_health(
     *,
     since_ms: int,
     now_ms: int,
+    node: str = "",
     stale_after_ms: int = STALE_AFTER_MS,
+    retention: RetentionPolicy | None = None,
 ) -> list[GpuHealth]:
-    """Every GPU's health from XIDs since ``since_ms``: sampled GPUs by index, then XID-only."""
+    """Every GPU's health from XIDs since ``since_ms`` (and fatal ones still standing)."""
     if since_ms >= now_ms:
-        raise InvalidQueryError("'since' must be before now: give a window like 24h")
+        raise InvalidQueryError(
+            f"since ({format_ts(since_ms)}) is not before now: give a window like 24h"
+        )
     latest = await latest_samples(conn)
-    xids = await _window_xids(conn, since_ms, now_ms)
+    boot = await current_boot_id(conn)
+    xids = await _window_xids(conn, XidFilter(since_ms=since_ms, until_ms=now_ms, kind="xid"))
+    seen = {x.id for x in xids}
+    xids += [x for x in await _standing_fatal(conn, since_ms, boot) if x.id not in seen]
+    earliest = min((x.ts_ms for x in xids), default=since_ms)
     facts = NodeFacts(
         now_ms=now_ms,
         xids=tuple(xids),
-        gpu_events=tuple(await _gpu_events(conn, since_ms)),
-        acks=tuple(await list_acks(conn, since_ms=since_ms)),
-        current_boot_id=await current_boot_id(conn),
+        gpu_events=tuple(await _gpu_events(conn, min(earliest, since_ms))),
+        acks=tuple(await list_acks(conn, since_ms=min(earliest, since_ms))),
+        current_boot_id=boot,
+        node=node,
     )
+    judged = await _judge(
+        conn, facts, [i.gpu for i in latest], now_ms, retention or RetentionPolicy()
+    )
+    facts = replace(facts, judged=judged)
     out = [
         assess_gpu(
             item.gpu.info.pci_bus_id,
@@ -141,8 +307,78 @@ async def node_health(
         for item in latest
     ]
     known = {item.gpu.info.pci_bus_id for item in latest}
-    unknown = sorted({x.pci_bus_id for x in xids if x.pci_bus_id and x.pci_bus_id not in known})
+    unknown = sorted(
+        {
+            x.pci_bus_id
+            for x in xids
+            if x.kind == "xid" and x.pci_bus_id and x.pci_bus_id not in known
+        }
+    )
     return out + [assess_gpu(pci, facts) for pci in unknown]
+
+
+def events_to_judge(facts: NodeFacts, gpus: Sequence[InventoryGpu]) -> list[StoredXid]:
+    """The last active XID of each code on each GPU, and a lost GPU as the 79 it amounts to."""
+    out: list[StoredXid] = []
+    by_gpu: dict[str, list[StoredXid]] = {}
+    for x in facts.xids:
+        if x.kind == "xid" and x.pci_bus_id:
+            by_gpu.setdefault(x.pci_bus_id, []).append(x)
+    uuids = {g.info.pci_bus_id: g.info.uuid for g in gpus}
+    for pci, own in by_gpu.items():
+        recovered = [
+            e.ts_ms for e in facts.gpu_events if e.state == "recovered" and e.uuid == uuids.get(pci)
+        ]
+        state = xid_state(
+            own,
+            acks=[a for a in facts.acks if a.pci_bus_id == pci],
+            recovered_ms=recovered,
+            current_boot_id=facts.current_boot_id,
+        )
+        out += [es[-1] for es in representatives(state.active).values()]
+    out += [_lost_event(g, lost, facts.node) for g in gpus if (lost := g.lost_since_ms) is not None]
+    return out
+
+
+async def _judge(
+    conn: aiosqlite.Connection,
+    facts: NodeFacts,
+    gpus: Sequence[InventoryGpu],
+    now_ms: int,
+    retention: RetentionPolicy,
+) -> dict[int, Judgement]:
+    out: dict[int, Judgement] = {}
+    for e in events_to_judge(facts, gpus):
+        found = await gpu_of(conn, e)
+        out[e.id] = await judge_xid(conn, e, found=found, now_ms=now_ms, retention=retention)
+    return out
+
+
+def _lost_event(gpu: InventoryGpu, lost_ms: int, node: str) -> StoredXid:
+    """A GPU NVML reports lost, as the XID 79 it amounts to (id ``-index-1``, never stored)."""
+    return StoredXid(
+        id=-gpu.info.index - 1,
+        ts_ms=lost_ms,
+        last_ts_ms=lost_ms,
+        received_ms=lost_ms,
+        count=1,
+        burst=False,
+        node=node,
+        kind="xid",
+        xid=79,
+        pci_bus_id=gpu.info.pci_bus_id,
+        gpu_uuid=gpu.info.uuid,
+        mig_gi=None,
+        mig_ci=None,
+        pid=None,
+        process=None,
+        message="the GPU stopped answering NVML (GPU is lost)",
+        raw="",
+        source="nvml",
+        action="RESTART_BM",
+        boot_id=None,
+        seq=None,
+    )
 
 
 async def current_boot_id(conn: aiosqlite.Connection) -> str | None:
@@ -167,8 +403,7 @@ async def current_boot_id(conn: aiosqlite.Connection) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-async def _window_xids(conn: aiosqlite.Connection, since_ms: int, until_ms: int) -> list[StoredXid]:
-    filters = XidFilter(since_ms=since_ms, until_ms=until_ms, kind="xid")
+async def _window_xids(conn: aiosqlite.Connection, filters: XidFilter) -> list[StoredXid]:
     out: list[StoredXid] = []
     cursor = None
     while len(out) < MAX_HEALTH_XIDS:
@@ -180,6 +415,16 @@ async def _window_xids(conn: aiosqlite.Connection, since_ms: int, until_ms: int)
     return out
 
 
+async def _standing_fatal(
+    conn: aiosqlite.Connection, since_ms: int, boot: str | None
+) -> list[StoredXid]:
+    """Fatal XIDs from before the window that this boot has not cleared by itself."""
+    actions = sorted(FATAL_LABELS | {"XID_154"})
+    filters = XidFilter(since_ms=0, until_ms=since_ms, kind="xid", actions=actions)
+    earlier = await _window_xids(conn, filters)
+    return [e for e in earlier if e.boot_id is None or boot is None or e.boot_id == boot]
+
+
 async def _gpu_events(conn: aiosqlite.Connection, since_ms: int) -> list[GpuStateEvent]:
     sql = (
         "SELECT g.uuid, e.ts_ms, e.state, e.detail FROM gpu_events e JOIN gpus g ON g.id = e.gpu "
@@ -189,56 +434,121 @@ async def _gpu_events(conn: aiosqlite.Connection, since_ms: int) -> list[GpuStat
         return [GpuStateEvent(u, int(ts), state, detail) async for u, ts, state, detail in cur]
 
 
-def _score(findings: list[Finding]) -> int:
-    critical = sum(f.severity == "critical" for f in findings)
-    warning = sum(f.severity == "warning" for f in findings)
+def _xid_issue(code: int, es: Sequence[StoredXid], j: Judgement) -> Issue:
+    return Issue(
+        f"xid_{code}",
+        f"{label(es)}: {j.evidence[0]}" if j.evidence else label(es),
+        j.cause,
+        j.action,
+        j.confidence,
+        j.evidence,
+        _ids(es),
+        es[-1].ts_ms,
+    )
+
+
+def _verdict(
+    issues: Sequence[Issue],
+    cleared: Sequence[tuple[object, Sequence[StoredXid]]],
+    pci: str,
+    node: str,
+) -> Verdict:
+    by = next((getattr(c, "by", None) for c, _ in reversed(cleared)), None)
+    if not issues or all(i.action == "none" for i in issues):
+        because = "no XIDs that need anything, and readings within the GPU's own limits"
+        if cleared:
+            why, es = cleared[-1]
+            because = f"{label(es)} was cleared by {getattr(why, 'text', why)}"
+        elif issues:
+            because = issues[-1].evidence[0] if issues[-1].evidence else issues[-1].message
+        return Verdict("none", "none", "high", because, (), (), by)
+    worst = max(
+        issues,
+        key=lambda i: (action_rank(i.action), _CONFIDENCE_RANK[i.confidence], i.ts_ms),
+    )
+    because = "; ".join(worst.evidence[:2]) or worst.message
+    return Verdict(
+        worst.cause,
+        worst.action,
+        worst.confidence,
+        because,
+        tuple(steps_for(worst.action, worst.cause, gpu=pci, node=node)),
+        worst.xid_ids,
+        by,
+    )
+
+
+def _status(action: Action) -> Status:
+    if action_rank(action) >= action_rank("run_diagnostics"):
+        return "critical"
+    return "warning" if action != "none" else "ok"
+
+
+def _score(findings: Sequence[Finding], status: Status) -> int:
+    critical = sum(f.severity == "critical" for f in findings) or int(status == "critical")
+    warning = sum(f.severity == "warning" for f in findings) or int(status == "warning")
     score = 100 - 50 * critical - 15 * warning
-    if critical:
+    if status == "critical":
         return max(0, min(score, 50))
-    return max(51, score) if warning else 100
+    return max(51, min(score, 85)) if status == "warning" else 100
+
+
+def _gpu_name(h: GpuHealth) -> str:
+    return f"GPU {h.gpu.info.index} ({h.pci_bus_id})" if h.gpu else f"GPU {h.pci_bus_id}"
+
+
+def _ids(es: Sequence[StoredXid]) -> tuple[int, ...]:
+    return tuple(e.id for e in es)
+
+
+def _lost_since(gpu: InventoryGpu | None, sample: GpuSample | None) -> int | None:
+    lost = gpu.lost_since_ms if gpu is not None else None
+    if lost is not None and (sample is None or sample.ts_ms <= lost):
+        return lost
+    return None
 
 
 def _liveness(
     gpu: InventoryGpu | None,
     sample: GpuSample | None,
-    acks: list[Ack],
-    now_ms: int,
+    acks: Sequence[Ack],
+    facts: NodeFacts,
+    lost: int | None,
     stale_after_ms: int,
-) -> list[Finding]:
+) -> tuple[list[Issue], list[Finding]]:
     if gpu is None:
-        return [
-            Finding(
-                "info",
-                "not_in_inventory",
-                "known only from kernel XID lines by its PCI bus id: NVML never listed it "
-                "(it fell off the bus before xidwatch started, or NVML sampling is off)",
-                "check `nvidia-smi -L` lists it",
-            )
-        ]
-    lost = gpu.lost_since_ms
-    if lost is not None and (sample is None or sample.ts_ms <= lost):
-        ack = next((a for a in acks if a.ts_ms >= lost), None)
-        since = f"GPU stopped answering NVML at {format_ts(lost)} (lost, e.g. fallen off the bus)"
+        text = (
+            "known only from kernel XID lines by its PCI bus id: NVML never listed it "
+            "(it fell off the bus before xidwatch started, or NVML sampling is off)"
+        )
+        return [], [Finding("info", "not_in_inventory", text)]
+    if lost is not None:
+        since = (
+            f"the GPU stopped answering NVML at {format_ts(lost)} (lost, e.g. fallen off the bus)"
+        )
+        ack = next((a for a in sorted(acks, key=lambda a: a.ts_ms) if a.ts_ms >= lost), None)
         if ack is not None:
-            return [
-                Finding(
-                    "warning",
-                    "gpu_lost_acknowledged",
-                    f"{since}; acknowledged by {ack.who} at {format_ts(ack.ts_ms)}: {ack.reason}",
-                    "the GPU is still lost: reset it or reboot the node when ready",
-                )
-            ]
-        return [Finding("critical", "gpu_lost", since, "drain the node; reset the GPU or reboot")]
+            since += f"; acknowledged by {ack.who} at {format_ts(ack.ts_ms)}: {ack.reason}"
+        has_79 = any(
+            x.xid == 79 and x.pci_bus_id == gpu.info.pci_bus_id and abs(x.ts_ms - lost) < 600_000
+            for x in facts.xids
+        )
+        j = facts.judged.get(-gpu.info.index - 1)
+        if has_79 or j is None:
+            return [], [Finding("critical", "gpu_lost", since)]
+        evidence = (since, *j.evidence[1:]) if j.evidence else (since,)
+        return [Issue("gpu_lost", since, j.cause, j.action, j.confidence, evidence, (), lost)], []
     if sample is None:
-        return [Finding("warning", "no_samples", "never sampled", "is NVML sampling on?")]
-    age_ms = now_ms - sample.ts_ms
+        why = "never sampled: is NVML sampling on?"
+        return [Issue("no_samples", why, "unknown", "watch", "low", (why,))], []
+    age_ms = facts.now_ms - sample.ts_ms
     if age_ms > stale_after_ms:
-        why = f"last sample {age_ms / 60_000:.0f} min old"
-        return [Finding("warning", "stale", why, "is the xidwatch daemon running?")]
-    return []
+        why = f"the last sample is {age_ms / 60_000:.0f} min old: is the xidwatch daemon running?"
+        return [Issue("stale", why, "unknown", "watch", "low", (why,))], []
+    return [], []
 
 
-def _recoveries(states: list[GpuStateEvent]) -> list[Finding]:
+def _recoveries(states: Sequence[GpuStateEvent]) -> list[Finding]:
     out = []
     lost_at: int | None = None
     for e in states:
@@ -252,73 +562,49 @@ def _recoveries(states: list[GpuStateEvent]) -> list[Finding]:
     return out
 
 
-def _readings(gpu: InventoryGpu | None, s: GpuSample) -> list[Finding]:
+def _readings(gpu: InventoryGpu | None, s: GpuSample) -> list[Issue]:
     out = _temperature(gpu, s)
     limit = s.power_limit_w or (gpu.info.power_limit_default_w if gpu else None)
     if s.power_w is not None and limit and s.power_w > limit * POWER_OVER_LIMIT:
-        out.append(
-            Finding(
-                "warning",
-                "power_over_limit",
-                f"drawing {s.power_w:.0f} W, over its {limit:.0f} W power limit",
-                "check the power limit (nvidia-smi -q -d POWER) and the board's power sensor",
-            )
-        )
+        why = f"drawing {s.power_w:.0f} W, over its {limit:.0f} W power limit"
+        out.append(Issue("power_over_limit", why, "power", "watch", "medium", (why,)))
     reasons = s.clocks_event_reasons or 0
-    out += [f for bits, f in _THROTTLE_FINDINGS if reasons & bits]
+    if reasons & (SW_THERMAL | HW_THERMAL) and not out:
+        why = "clocks are held back by thermal slowdown"
+        out.append(Issue("thermal_throttle", why, "thermal", "watch", "medium", (why,)))
+    if reasons & HW_POWER_BRAKE:
+        why = "the hardware power brake is asserted: the board was told its power feed failed"
+        out.append(Issue("power_brake", why, "power", "watch", "medium", (why,)))
     if s.ecc_uncorrected_volatile:
         why = f"{s.ecc_uncorrected_volatile} uncorrectable ECC error(s) since the driver loaded"
-        out.append(Finding("critical", "ecc_uncorrected", why, "drain the GPU and reset it"))
+        out.append(Issue("ecc_uncorrected", why, "gpu_memory", "reset_gpu", "high", (why,)))
     if s.remap_failure:
-        out.append(_REMAP_FAILED)
+        why = "a row remap failed: the GPU has no spare memory rows left"
+        out.append(Issue("remap_failure", why, "gpu_memory", "replace_gpu", "high", (why,)))
     elif s.remap_pending:
-        out.append(_REMAP_PENDING)
+        why = "a row remap is pending: a GPU reset activates it"
+        out.append(Issue("remap_pending", why, "gpu_memory", "reset_gpu", "high", (why,)))
     return out
 
 
-_THROTTLE_FINDINGS = (
-    (
-        SW_THERMAL | HW_THERMAL | HW_SLOWDOWN,
-        Finding("warning", "thermal_throttle", "clocks held back by thermal slowdown", _COOLING),
-    ),
-    (
-        HW_POWER_BRAKE,
-        Finding("warning", "power_brake", "hardware power brake asserted", _POWER_FEED),
-    ),
-)
-_REMAP_FAILED = Finding(
-    "critical",
-    "remap_failure",
-    "a row remap failed: no spare rows left",
-    "drain the GPU; send it for RMA",
-)
-_REMAP_PENDING = Finding(
-    "warning",
-    "remap_pending",
-    "a row remap is pending",
-    "reset the GPU when drained to activate it",
-)
-
-
-def _temperature(gpu: InventoryGpu | None, s: GpuSample) -> list[Finding]:
-    """Temperature against the GPU's own slowdown (else shutdown) limit; unjudged without one."""
+def _temperature(gpu: InventoryGpu | None, s: GpuSample) -> list[Issue]:
+    """Temperature against the GPU's own slowdown and shutdown limits."""
     t = s.temperature_c
-    if t is None:
-        return []
     slowdown = gpu.info.slowdown_temp_c if gpu else None
     shutdown = gpu.info.shutdown_temp_c if gpu else None
-    margin = TEMP_WARNING_MARGIN_C
-    if slowdown is not None:
-        limit, name, hot, warm = slowdown, "slowdown", slowdown, slowdown - margin
-    elif shutdown is not None:
-        limit, name, hot, warm = shutdown, "shutdown", shutdown - margin, shutdown - 2 * margin
-    else:
-        why = f"{t} °C, not judged: the GPU reports no slowdown or shutdown temperature"
-        return [Finding("info", "no_thermal_limits", why)]
-    if t >= hot:
-        why = f"{t} °C is at or near its {name} temperature ({limit} °C)"
-        return [Finding("critical", f"temperature_{name}", why, _COOLING)]
-    if t >= warm:
-        why = f"{t} °C is within {limit - t} °C of its {name} temperature ({limit} °C)"
-        return [Finding("warning", f"temperature_near_{name}", why, _COOLING)]
+    if t is None or (slowdown is None and shutdown is None):
+        return []
+    limits = ", ".join(
+        f"{name} {v} °C" for name, v in (("slowdown", slowdown), ("shutdown", shutdown)) if v
+    )
+    if shutdown is not None and t >= shutdown:
+        why = f"{t} °C is past its shutdown temperature ({limits}): it may power off any moment"
+        return [Issue("temperature_shutdown", why, "thermal", "run_diagnostics", "high", (why,))]
+    if slowdown is not None and t >= slowdown:
+        why = f"{t} °C is at or past its slowdown temperature ({limits}): clocks are cut"
+        return [Issue("temperature_slowdown", why, "thermal", "watch", "high", (why,))]
+    near = slowdown if slowdown is not None else shutdown
+    if near is not None and t >= near - TEMP_WARNING_MARGIN_C:
+        why = f"{t} °C is within {near - t} °C of its limits ({limits})"
+        return [Issue("temperature_near_limit", why, "thermal", "watch", "medium", (why,))]
     return []

@@ -3,7 +3,8 @@
 The sampler sees processes only at its ticks, so a span ``[first_ts, last_ts]`` is where a
 process was seen, not exactly when it lived. A process an XID killed was last seen a tick
 or so before the XID; "at" a moment therefore means seen within a few sample intervals of
-it, the interval read from the GPU's own samples.
+it, the interval read from the GPU's own samples. A GPU that was lost (fell off the bus)
+runs nothing after it: its processes are reported ended at the moment it was lost.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ProcessSpan:
 
     ``used_mib`` is the frame buffer memory it held at its last tick, ``max_used_mib`` the
     most seen; None where NVML did not say. ``pod`` is its Kubernetes pod when known.
+    ``running`` is false when its GPU had been lost by the moment asked about; the
+    process ended then, at ``ended_ts_ms`` (the GPU's ``lost_since``).
     """
 
     uuid: str
@@ -49,6 +52,8 @@ class ProcessSpan:
     used_mib: int | None
     max_used_mib: int | None
     pod: PodRef | None = None
+    running: bool = True
+    ended_ts_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,8 @@ async def processes_at(
 
     ``at_ms`` given: spans seen within three sample intervals before it that began no later
     than one interval after it. None: spans seen within three intervals of the GPU's newest
-    sample (nothing if it was never sampled).
+    sample (nothing if it was never sampled). On a GPU lost by then (now, for None) the
+    spans come back with ``running`` false and ``ended_ts_ms`` its ``lost_since_ms``.
     """
     sql = (
         "SELECT pid, name, first_ts, last_ts, used_mib, max_used_mib, namespace, pod, container "
@@ -84,6 +90,8 @@ async def processes_at(
     )
     gpu, rows = await _spans_at(conn, selector, at_ms, sql)
     info = gpu.info
+    lost = gpu.lost_since_ms
+    ended = lost if lost is not None and (at_ms is None or at_ms >= lost) else None
     return [
         ProcessSpan(
             info.uuid,
@@ -96,6 +104,8 @@ async def processes_at(
             used,
             peak,
             None if ns is None or pod is None else PodRef(ns, pod, container),
+            running=ended is None,
+            ended_ts_ms=ended,
         )
         for pid, name, t0, t1, used, peak, ns, pod, container in rows
     ]
@@ -168,3 +178,35 @@ async def _interval_ms(conn: aiosqlite.Connection, gpu_id: int, at_ms: int) -> i
         ts = [int(t) async for (t,) in cur]
     gaps = [a - b for a, b in pairwise(ts) if a > b]
     return min(gaps) if gaps else DEFAULT_INTERVAL_MS
+
+
+async def processes_between(
+    conn: aiosqlite.Connection, since_ms: int, until_ms: int
+) -> list[ProcessSpan]:
+    """Every process seen on any GPU between ``since_ms`` and ``until_ms``, by first seen.
+
+    What tells workloads apart: which ran where, and which ran clean on other GPUs.
+    """
+    sql = (
+        "SELECT g.uuid, g.idx, g.pci_bus_id, p.pid, p.name, p.first_ts, p.last_ts, p.used_mib, "
+        "p.max_used_mib, p.namespace, p.pod, p.container FROM gpu_processes p "
+        "JOIN gpus g ON g.id = p.gpu WHERE p.last_ts >= ? AND p.first_ts <= ? "
+        "ORDER BY p.first_ts, p.pid LIMIT ?"
+    )
+    async with conn.execute(sql, (since_ms, until_ms, MAX_PROCESSES * 16)) as cur:
+        rows = [tuple(row) async for row in cur]
+    return [
+        ProcessSpan(
+            uuid,
+            idx,
+            pci,
+            pid,
+            name,
+            t0,
+            t1,
+            used,
+            peak,
+            None if ns is None or pod is None else PodRef(ns, pod, container),
+        )
+        for uuid, idx, pci, pid, name, t0, t1, used, peak, ns, pod, container in rows
+    ]

@@ -34,7 +34,12 @@ async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) ->
     )
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
-    await daemon.ready.wait()
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # it failed before it was ready: say why rather than wait forever
+        ready.cancel()
+        task.result()
+        raise AssertionError("the daemon stopped before it was ready")
     sim = daemon.simulation
     assert sim is not None and sim.runner is not None and sim.scenario is not None
     async with asyncio.timeout(30):

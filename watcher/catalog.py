@@ -13,12 +13,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from store.actions import LABEL_TEXT, UNKNOWN_LABEL, label_text
 from store.records import EventKind
 from watcher.errors import CatalogError
 
 __all__ = ["UNKNOWN_ACTION", "XidCatalog", "XidInfo", "default_catalog"]
 
-UNKNOWN_ACTION = "UNKNOWN"
+UNKNOWN_ACTION = UNKNOWN_LABEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +40,16 @@ class XidInfo:
 
 
 class XidCatalog:
-    """Lookup by code, plus the meaning of each action label and cause abbreviation."""
+    """Lookup by code, plus the meaning of each action label and cause abbreviation.
 
-    def __init__(
-        self, entries: dict[int, XidInfo], actions: dict[str, str], causes: dict[str, str]
-    ) -> None:
+    Action texts are :mod:`store.actions`' (the one place that knows actions); the data
+    file holds the codes and the cause abbreviations.
+    """
+
+    actions = LABEL_TEXT
+
+    def __init__(self, entries: dict[int, XidInfo], causes: dict[str, str]) -> None:
         self._entries = entries
-        self.actions = actions
         self.causes = causes
 
     @classmethod
@@ -53,7 +57,7 @@ class XidCatalog:
         try:
             data = json.loads(text)
             entries = {int(e["code"]): _entry(e) for e in data["entries"]}
-            return cls(entries, dict(data["actions"]), dict(data["causes"]))
+            return cls(entries, dict(data["causes"]))
         except (ValueError, KeyError, TypeError) as e:
             raise CatalogError(f"the packaged XID catalog is malformed: {e}") from e
 
@@ -65,9 +69,7 @@ class XidCatalog:
 
     def action_text(self, label: str) -> str:
         """What an action label asks an operator to do."""
-        if label == UNKNOWN_ACTION:
-            return "Not in the XID catalog: collect `nvidia-bug-report.sh` and escalate."
-        return self.actions.get(label, label)
+        return label_text(label)
 
     def __iter__(self) -> Iterator[XidInfo]:
         return iter(sorted(self._entries.values(), key=lambda i: i.code))

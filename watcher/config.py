@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store.actions import FATAL_LABELS
 from store.flood import FloodPolicy
 from store.retention import RetentionPolicy
 from watcher.kmsg import KMSG_PATH
@@ -18,7 +19,6 @@ DEFAULT_GPU_ANNOTATIONS = (
     "hami.io/vgpu-devices-allocated",
     "ALIYUN_COM_GPU_IDX",
 )
-FATAL_ACTIONS = ("RESET_GPU", "RESTART_BM", "RESTART_VM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class KubernetesConfig:
     gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",)
     gpu_annotations: tuple[str, ...] = DEFAULT_GPU_ANNOTATIONS
     events: bool = False
-    event_actions: tuple[str, ...] = FATAL_ACTIONS
+    event_actions: tuple[str, ...] = tuple(sorted(FATAL_LABELS))
     node_condition: str | None = None
     node_condition_quiet_s: float = 3600.0
 

@@ -31,6 +31,7 @@ from watcher.nvml_events import NvmlXidSource
 from watcher.pipeline import XidPipeline
 from watcher.records import LogSource, Service
 from watcher.sampler import NvmlSampler
+from watcher.verdicts import VerdictBoard
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient
@@ -82,6 +83,7 @@ class Daemon:
         self.host = host or HostFacts()
         self.started_ms = self.host.now_ms()
         self.xid_counts = XidCounts()  # exact, for /metrics: folded flood events included
+        self.verdicts = VerdictBoard()  # each GPU's verdict, for /metrics
         self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self._committed)
         self.catalog = catalog or default_catalog()
         self.pipeline = XidPipeline(
@@ -127,6 +129,7 @@ class Daemon:
     def _committed(self, events: Sequence[XidEvent]) -> None:
         """XIDs the writer made durable: counted for /metrics, posted as Kubernetes Events."""
         self.xid_counts.add(events)
+        self.verdicts.xids_committed()
         if self.k8s_events is not None:
             self.k8s_events.submit(events)
 
@@ -188,6 +191,15 @@ class Daemon:
         background = [
             self._task(self._flush_checkpoints(), "checkpoints"),
             self._task(self._retention_loop(), "retention"),
+            self._task(
+                self.verdicts.run(
+                    self.config.db_path,
+                    node=self.config.node,
+                    now_ms=self.host.now_ms,
+                    retention=lambda: self.config.retention,
+                ),
+                "verdicts",
+            ),
         ]
         if self.simulation is not None and self.simulation.runner is not None:
             background.append(self._task(self.simulation.runner.run(), "scenario"))

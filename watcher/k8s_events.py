@@ -28,9 +28,9 @@ import structlog
 from kubernetes.aio import client
 from kubernetes.aio.client import ApiClient
 
+from store.actions import FATAL_LABELS
 from store.records import XidEvent
 from watcher.catalog import XidCatalog, default_catalog
-from watcher.config import FATAL_ACTIONS
 from watcher.kube_core import KubeCore
 from watcher.pods import api_error_text
 
@@ -106,7 +106,7 @@ class XidEventPoster:
         node: str,
         *,
         catalog: XidCatalog | None = None,
-        actions: Collection[str] = FATAL_ACTIONS,
+        actions: Collection[str] = FATAL_LABELS,
         post_injected: bool = False,
         reason: str = "GpuXid",
         dedupe_s: float = 600.0,

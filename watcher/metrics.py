@@ -29,14 +29,22 @@ from typing import TYPE_CHECKING
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from store.actions import action_rank
 from store.metrics import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
 from store.records import GpuInfo, GpuSample, XidEvent
 from watcher.kmsg import KmsgSource
 
 if TYPE_CHECKING:
     from watcher.daemon import Daemon
+    from watcher.verdicts import VerdictBoard
 
-__all__ = ["DaemonCollector", "XidCounts", "gpu_metrics"]
+__all__ = [
+    "DaemonCollector",
+    "XidCounts",
+    "gpu_metrics",
+    "installed_version",
+    "verdict_metrics",
+]
 
 DISTRIBUTION = "k8s-gpu-mcp-server"
 GPU_LABELS = ("gpu", "uuid", "pci_bus_id", "model")
@@ -122,7 +130,7 @@ class DaemonCollector(Collector):
     def __init__(self, daemon: Daemon, *, build_version: str | None = None) -> None:
         self._daemon = daemon
         # Package metadata is read from disk: once here, never on a scrape.
-        self._version = build_version or _installed_version()
+        self._version = build_version or installed_version()
 
     def collect(self) -> Iterator[Metric]:
         d = self._daemon
@@ -146,6 +154,7 @@ class DaemonCollector(Collector):
         if d.sampler is not None:
             s = d.sampler
             yield from gpu_metrics(s.gpus, dict(s.latest), s.lost_uuids)
+        yield from verdict_metrics(d.verdicts)
 
     def _sources(self) -> Iterator[Metric]:
         d = self._daemon
@@ -321,6 +330,31 @@ def gpu_metrics(
     yield from (*counters.values(), ecc, remapped)
 
 
+def verdict_metrics(board: VerdictBoard) -> Iterator[Metric]:
+    """Each GPU's verdict and the node's: the action's rank (0 none .. 6 replace_gpu), with
+    the action and cause as labels, so an alert can route on ``action="reboot_node"``."""
+    gpu = _gpu_gauge(
+        "xidwatch_gpu_verdict_action",
+        "The GPU's verdict: the action's rank, 0 none .. 6 replace_gpu (labels action, cause).",
+        "action",
+        "cause",
+    )
+    for v in board.gpus:
+        gpu.add_metric(
+            [v.index, v.uuid, v.pci_bus_id, v.model, v.action, v.cause], action_rank(v.action)
+        )
+    yield gpu
+    if board.node is not None:
+        action, cause = board.node
+        yield _gauge(
+            "xidwatch_node_verdict_action",
+            "The most disruptive action any GPU on the node needs, as its rank.",
+            action_rank(action),
+            action=action,
+            cause=cause,
+        )
+
+
 def _add(
     family: GaugeMetricFamily | CounterMetricFamily,
     labels: list[str],
@@ -350,7 +384,8 @@ def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-def _installed_version() -> str:
+def installed_version() -> str:
+    """This package's installed version (build info, MCP serverInfo); ``unknown`` if bare."""
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:

@@ -28,10 +28,10 @@ from mcp_server.gateway.models import (
     NodeFailureModel,
     NodeGpus,
     NodesNeedingAttention,
+    VerdictBrief,
 )
-from mcp_server.gateway.ranking import action_rank, action_tier
+from store.actions import action_rank, code_action, is_fatal_label, label_rank, label_tier
 from store.windows import format_ts
-from store.xid_workflows import FATAL_ACTIONS
 
 __all__ = ["fleet_health", "fleet_inventory", "fleet_xid_summary", "nodes_needing_attention"]
 
@@ -68,6 +68,7 @@ class _HealthGpu(BaseModel):
     gpu: _HealthGpuInfo | None
     status: str
     score: int
+    verdict: VerdictBrief | None = None
     findings: list[FindingBrief]
 
 
@@ -130,7 +131,7 @@ def nodes_needing_attention(
     sick = {node: [g for g in gpus if g.status != "ok"] for node, gpus in _by(health_parsed)}
     fatal = {
         node: sorted(
-            (_xid_row(node, r) for r in answer.rows if r.action in FATAL_ACTIONS), key=_worst
+            (_xid_row(node, r) for r in answer.rows if is_fatal_label(r.action)), key=_worst
         )
         for node, answer in xid_parsed
     }
@@ -162,9 +163,9 @@ def _attention(
     node: str, sick: list[FleetGpuHealth], fatal: list[FleetXidRow], failure: NodeFailure | None
 ) -> NodeAttention | None:
     reasons = [f"not answering: {failure.reason}: {failure.error}"] if failure else []
-    reasons += [f"GPU {_gpu_name(g)} {g.status}: {_first_finding(g)}" for g in sick]
+    reasons += [f"GPU {_gpu_name(g)} {_why(g)}" for g in sick]
     reasons += [
-        f"XID {x.xid} ({x.action}) x{x.count} on {x.pci_bus_id or 'unknown GPU'}, last {x.last_ts}"
+        f"XID {x.xid} ({x.needs}) x{x.count} on {x.pci_bus_id or 'unknown GPU'}, last {x.last_ts}"
         for x in fatal
     ]
     if not reasons:
@@ -182,8 +183,15 @@ def _gpu_name(g: FleetGpuHealth) -> str:
     return g.pci_bus_id if g.index is None else str(g.index)
 
 
-def _first_finding(g: FleetGpuHealth) -> str:
-    return g.findings[0].message if g.findings else "no finding given"
+def _why(g: FleetGpuHealth) -> str:
+    """``needs reboot_node (thermal): because``; a node too old for verdicts: its finding."""
+    if g.verdict is not None:
+        return f"needs {g.verdict.action} ({g.verdict.cause}): {g.verdict.because}"
+    return f"{g.status}: {g.findings[0].message if g.findings else 'no finding given'}"
+
+
+def _action_rank(g: FleetGpuHealth) -> int:
+    return -action_rank(g.verdict.action) if g.verdict is not None else 0
 
 
 def _by(parsed: Sequence[tuple[str, _Health]]) -> Iterable[tuple[str, list[FleetGpuHealth]]]:
@@ -194,7 +202,14 @@ def _by(parsed: Sequence[tuple[str, _Health]]) -> Iterable[tuple[str, list[Fleet
 def _ranked_gpus(parsed: Sequence[tuple[str, _Health]]) -> list[FleetGpuHealth]:
     gpus = [g for _, gs in _by(parsed) for g in gs]
     return sorted(
-        gpus, key=lambda g: (g.score, _STATUS_RANK.get(g.status, 0), g.node, g.pci_bus_id)
+        gpus,
+        key=lambda g: (
+            _action_rank(g),
+            g.score,
+            _STATUS_RANK.get(g.status, 0),
+            g.node,
+            g.pci_bus_id,
+        ),
     )
 
 
@@ -206,12 +221,13 @@ def _gpu_health(node: str, g: _HealthGpu) -> FleetGpuHealth:
         name=g.gpu.name if g.gpu else None,
         status=g.status,
         score=g.score,
+        verdict=g.verdict,
         findings=g.findings[:FINDINGS_PER_GPU],
     )
 
 
 def _worst(r: FleetXidRow) -> tuple[int, int, str, str, int]:
-    return (action_rank(r.action), -r.count, r.node, r.pci_bus_id or "", r.xid)
+    return (label_rank(r.action, r.xid), -r.count, r.node, r.pci_bus_id or "", r.xid)
 
 
 def _xid_row(node: str, r: _SummaryRow) -> FleetXidRow:
@@ -221,7 +237,8 @@ def _xid_row(node: str, r: _SummaryRow) -> FleetXidRow:
         kind=r.kind,
         xid=r.xid,
         action=r.action,
-        tier=action_tier(r.action),
+        needs=code_action(r.xid, r.action),
+        tier=label_tier(r.action, r.xid),
         count=r.count,
         first_ts=format_ts(r.first_ts_ms),
         last_ts=format_ts(r.last_ts_ms),
@@ -237,12 +254,14 @@ def _by_node(rows: Sequence[FleetXidRow]) -> list[FleetXidNode]:
             node=node,
             total=sum(r.count for r in rs),
             worst_action=rs[0].action,
+            worst_needs=rs[0].needs,
             worst_tier=rs[0].tier,
             codes=sorted({r.xid for r in rs}),
         )
         for node, rs in grouped.items()
     ]
-    return sorted(out, key=lambda n: (action_rank(n.worst_action), -n.total, n.node))
+    rank = {node: label_rank(rs[0].action, rs[0].xid) for node, rs in grouped.items()}
+    return sorted(out, key=lambda n: (rank[n.node], -n.total, n.node))
 
 
 def _by_code(rows: Sequence[FleetXidRow]) -> list[FleetXidCode]:
@@ -254,14 +273,15 @@ def _by_code(rows: Sequence[FleetXidRow]) -> list[FleetXidCode]:
             kind=kind,
             xid=xid,
             action=action,
-            tier=action_tier(action),
+            needs=code_action(xid, action),
+            tier=label_tier(action, xid),
             count=sum(r.count for r in rs),
             nodes=len({r.node for r in rs}),
             gpus=len({(r.node, r.pci_bus_id) for r in rs}),
         )
         for (kind, xid, action), rs in grouped.items()
     ]
-    return sorted(out, key=lambda c: (action_rank(c.action), -c.count, c.xid))
+    return sorted(out, key=lambda c: (label_rank(c.action, c.xid), -c.count, c.xid))
 
 
 def _parse(fan: FanOutResult, model: type[M]) -> tuple[list[tuple[str, M]], list[NodeFailure]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mcp_server.gateway.ranking import Tier
+from store.actions import Action, Cause, Tier
 
 __all__ = [
     "FindingBrief",
@@ -30,6 +30,7 @@ __all__ = [
     "NodeList",
     "NodeToolResult",
     "NodesNeedingAttention",
+    "VerdictBrief",
 ]
 
 
@@ -101,8 +102,9 @@ class FleetXidRow(BaseModel):
     pci_bus_id: str | None
     kind: str
     xid: int
-    action: str
-    tier: Tier = Field(description="what the action takes out: node, gpu, escalate, ...")
+    action: str = Field(description="the catalog's label, as stored with the event")
+    needs: Action = Field(description="what this XID needs on its own, in the verdict's words")
+    tier: Tier = Field(description="what that takes out: node, gpu, escalate, ...")
     count: int
     first_ts: str
     last_ts: str
@@ -112,6 +114,7 @@ class FleetXidCode(BaseModel):
     kind: str
     xid: int
     action: str
+    needs: Action
     tier: Tier
     count: int
     nodes: int
@@ -122,6 +125,7 @@ class FleetXidNode(BaseModel):
     node: str
     total: int
     worst_action: str
+    worst_needs: Action
     worst_tier: Tier
     codes: list[int]
 
@@ -143,7 +147,15 @@ class FindingBrief(BaseModel):
     severity: str
     code: str
     message: str
-    action: str = ""
+
+
+class VerdictBrief(BaseModel):
+    """A GPU's verdict as its node gave it (get_gpu_health has the steps)."""
+
+    cause: Cause
+    action: Action
+    confidence: str
+    because: str
 
 
 class FleetGpuHealth(BaseModel):
@@ -153,6 +165,9 @@ class FleetGpuHealth(BaseModel):
     name: str | None
     status: str
     score: int
+    verdict: VerdictBrief | None = Field(
+        default=None, description="the node's verdict for this GPU (null from older nodes)"
+    )
     findings: list[FindingBrief] = Field(description="the worst few; get_gpu_health has all")
 
 

@@ -8,6 +8,7 @@ from mcp_server.catalog_resources import register_catalog_resources
 from mcp_server.gateway.fleet import Fleet
 from mcp_server.gateway.node_tools import local_deps, register_node_tools
 from mcp_server.gateway.tools import register_fleet_tools
+from watcher.metrics import installed_version
 
 __all__ = ["build_gateway_server"]
 
@@ -25,7 +26,10 @@ answers are partial when nodes fail: nodes_failed names each with the reason.
 def build_gateway_server(fleet: Fleet) -> MCPServer:
     """An MCPServer answering for ``fleet``: per-node tools, fleet tools, catalog resources."""
     server = MCPServer(
-        "xidwatch-gateway", instructions=INSTRUCTIONS, version="0.2.0", log_level="WARNING"
+        "xidwatch-gateway",
+        instructions=INSTRUCTIONS,
+        version=installed_version(),
+        log_level="WARNING",
     )
     register_fleet_tools(server, fleet)
     register_node_tools(server, fleet)

@@ -10,7 +10,7 @@ from mcp_server.gateway.aggregate import (
     nodes_needing_attention,
 )
 from mcp_server.gateway.fanout import FanOutResult, NodeAnswer, NodeFailure
-from mcp_server.gateway.ranking import ACTION_ORDER, action_rank, action_tier
+from store.actions import label_rank, label_tier
 
 T0 = 1_795_000_000_000
 
@@ -49,10 +49,12 @@ def _gpu(pci: str, index: int, status: str, score: int, *findings: str) -> dict[
 
 
 def test_actions_rank_node_power_cycle_first_and_ignore_last() -> None:
-    assert action_rank("RESTART_BM") < action_rank("RESET_GPU") < action_rank("RESTART_APP")
-    assert action_rank("RESTART_APP") < action_rank("IGNORE") == len(ACTION_ORDER) - 1
-    assert action_rank("SOMETHING_NEW") == action_rank("UNKNOWN")
-    assert (action_tier("RESTART_BM"), action_tier("IGNORE")) == ("node", "informational")
+    assert label_rank("RESTART_BM") < label_rank("RESET_GPU") < label_rank("RESTART_APP")
+    assert label_rank("RESTART_APP") < label_rank("IGNORE")
+    assert label_rank("SOMETHING_NEW") == label_rank("UNKNOWN")
+    assert (label_tier("RESTART_BM"), label_tier("IGNORE")) == ("node", "informational")
+    # A code's own meaning outranks its label: 64 (remap failed) replaces the GPU.
+    assert label_rank("RESET_GPU", 64) < label_rank("RESTART_BM", 79)
 
 
 def test_xid_summary_ranks_by_catalog_action_before_count() -> None:
@@ -126,7 +128,7 @@ def test_attention_puts_critical_then_unreachable_then_warning_and_skips_healthy
         ("warm", "warning"),
     ]
     assert [x.xid for x in a.nodes[0].fatal_xids] == [79, 48]
-    assert a.nodes[0].reasons[0].startswith("XID 79 (RESTART_BM) x1 on 00000000:3B:00.0")
+    assert a.nodes[0].reasons[0].startswith("XID 79 (reboot_node) x1 on 00000000:3B:00.0")
     assert a.nodes[1].reasons == ["not answering: timeout: no answer within 5 s"]
     assert a.nodes[2].reasons == ["GPU 0 warning: 76 °C, near slowdown"]
     assert (a.nodes_asked, a.nodes_answered, a.nodes_ok) == (4, 3, 1)

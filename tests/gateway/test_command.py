@@ -65,7 +65,7 @@ async def test_the_gateway_serves_fleet_answers_over_http_with_its_token(
         summary = await client.call_tool("fleet_xid_summary", {"since": "1d"})
         snapshot = await client.call_tool("get_gpu_snapshot", {"node": "node-a", "gpu": "0"})
     assert summary.structured_content["nodes_answered"] == len(SPECS)
-    assert summary.structured_content["by_node"][0]["node"] == "node-a"
+    assert summary.structured_content["by_node"][0]["node"] == "node-b"  # XID 64: replace
     assert snapshot.structured_content["result"]["gpus"][0]["source"] == "live"
     assert gateway.get("/mcp")[0] == 401
     assert gateway.get("/healthz") == (200, "ok\n")

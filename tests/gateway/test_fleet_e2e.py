@@ -58,12 +58,13 @@ async def test_fleet_tools_aggregate_every_node_worst_first(nodes: Nodes, tmp_pa
         3,
         [],
     )
-    assert [(n["node"], n["worst_action"], n["total"]) for n in summary["by_node"]] == [
-        ("node-a", "RESTART_BM", 3),
-        ("node-b", "WORKFLOW_XID_48", 6),
-        ("node-c", "RESTART_APP", 16),
+    # Worst first by what the XIDs need: a failed remap (64) replaces a GPU, a 79 reboots.
+    assert [(n["node"], n["worst_needs"], n["total"]) for n in summary["by_node"]] == [
+        ("node-b", "replace_gpu", 6),
+        ("node-a", "reboot_node", 3),
+        ("node-c", "restart_application", 16),
     ]
-    assert (summary["rows"][0]["node"], summary["rows"][0]["xid"]) == ("node-a", 79)
+    assert (summary["rows"][0]["node"], summary["rows"][0]["xid"]) == ("node-b", 64)
     assert summary["total"] == 25
     assert inventory["gpus_total"] == 12 and len(inventory["nodes"]) == 3
     worst = health["gpus"][0]
@@ -72,7 +73,7 @@ async def test_fleet_tools_aggregate_every_node_worst_first(nodes: Nodes, tmp_pa
     critical = [n["node"] for n in attention["nodes"] if n["status"] == "critical"]
     assert {"node-a", "node-b"} <= set(critical)
     assert any(
-        "XID 79 (RESTART_BM)" in r for r in attention["nodes"][critical.index("node-a")]["reasons"]
+        "XID 79 (reboot_node)" in r for r in attention["nodes"][critical.index("node-a")]["reasons"]
     )
 
 

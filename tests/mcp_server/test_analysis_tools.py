@@ -21,7 +21,7 @@ async def test_the_thermal_runaway_xid_79_is_correlated_with_the_heat_before_it(
     async with served(runaway_db) as client:
         out = await call(client, "correlate_xid", event_id=await xid_id(client, 79), before="1h")
     assert out["event"]["xid"] == 79 and out["gpu"]["index"] == 2
-    assert out["likely_cause"] == "thermal"
+    assert (out["likely_cause"], out["action"]) == ("thermal", "reboot_node")
     evidence = " ".join(out["evidence"])
     assert "temperature" in evidence and "89" in evidence  # its own slowdown temperature
     assert "throttl" in evidence
@@ -29,7 +29,7 @@ async def test_the_thermal_runaway_xid_79_is_correlated_with_the_heat_before_it(
     before = metrics["temperature"]["before"]
     assert before["min"] < 60 and before["max"] >= 89  # it heated past its slowdown
     assert metrics["throttle_thermal"]["before"]["max"] == 1
-    nearby = {(n["event"]["xid"], n["same_gpu"]) for n in out["nearby_xids"]}
+    nearby = {(n["xid"], n["same_gpu"]) for n in out["nearby_xids"]}
     assert {(62, True), (45, True)} <= nearby
     assert 4242 in {p["pid"] for p in out["processes"]}
     assert [e["state"] for e in out["gpu_events"]] == ["lost"]
@@ -59,7 +59,11 @@ async def test_health_puts_the_lost_gpu_first_with_its_reasons(runaway_db: Path)
     assert worst["score"] < 50
     codes = {f["code"] for f in worst["findings"]}
     assert "gpu_lost" in codes
-    assert all(f["action"] for f in worst["findings"] if f["severity"] == "critical")
+    assert worst["verdict"]["action"] == "reboot_node"
+    assert worst["verdict"]["cause"] == "thermal"
+    assert worst["sample"] is None  # a lost GPU has no current readings
+    assert out["node_verdict"]["action"] == "reboot_node"
+    assert out["node_verdict"]["gpus"] == [worst["pci_bus_id"]]
     assert {g["status"] for g in out["gpus"][1:]} <= {"ok", "warning"}
 
 

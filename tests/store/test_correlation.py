@@ -86,14 +86,19 @@ async def test_heat_and_thermal_throttling_before_an_xid_79_read_as_thermal(
     lost = GpuStateEvent(GPU_A.uuid, TE + 2000, "lost")
     await store(db_path, [runaway(i) for i in range(90)], [fell, lost])
     c = await correlate(db_path, 1)
-    assert (c.likely_cause, c.confidence) == ("thermal", "high")
-    temperature = c.evidence[0]
-    assert "temperature rose from 62 °C to 94 °C in the 15 min before (slope +" in temperature
+    assert (c.judgement.cause, c.judgement.action, c.judgement.confidence) == (
+        "thermal",
+        "reboot_node",
+        "high",
+    )
+    assert c.judgement.evidence[0].startswith("XID 79: the GPU fell off the bus")
+    temperature = c.judgement.evidence[1]
+    assert "temperature rose from 62 °C to 94 °C in the 15 min before" in temperature
     assert "peaking at 94 °C, above its slowdown temperature 89 °C" in temperature
-    assert "clocks were thermally throttled 40% of the time before" in c.evidence
-    assert "the SM clock fell from 1980 MHz to 1380 MHz" in c.evidence
-    assert "NVML reported the GPU lost 2 s after the event" in c.evidence
-    assert "no samples after the event: the GPU stopped answering NVML" in c.evidence
+    assert "clocks were thermally throttled 40% of the time before" in c.judgement.evidence
+    assert "the SM clock fell from 1980 MHz to 1380 MHz" in c.judgement.evidence
+    assert "NVML reported the GPU lost 2 s after the event" in c.judgement.evidence
+    assert "no samples after the event: the GPU stopped answering NVML" in c.judgement.evidence
     metrics = {m.metric: m for m in c.metrics}
     before = metrics["temperature"].before
     assert before is not None
@@ -109,18 +114,27 @@ async def test_pcie_replays_rising_before_an_xid_79_read_as_bus_or_link(db_path:
     samples = [replace(steady(i), pcie_replays=3 + i // 3) for i in range(90)]
     await store(db_path, samples, [xid_at(1, 79, "RESTART_BM", TE)])
     c = await correlate(db_path, 1)
-    assert (c.likely_cause, c.confidence) == ("bus_or_link", "high")
-    assert "the PCIe replay counter rose by 29 in the 15 min before (from 3 to 32)" in c.evidence
+    assert (c.judgement.cause, c.judgement.confidence) == ("bus_or_link", "high")
+    assert (
+        "the PCIe replay counter rose by 29 in the 15 min before (from 3 to 32)"
+        in c.judgement.evidence
+    )
 
 
-async def test_an_xid_79_with_no_precursor_is_unknown_and_says_what_was_checked(
+async def test_an_xid_79_with_no_precursor_suspects_the_gpu_and_says_what_was_checked(
     db_path: Path,
 ) -> None:
+    """Before: ``unknown``, although the evidence itself said "suspect the slot, riser or GPU"."""
     await store(db_path, [steady(i) for i in range(90)], [xid_at(1, 79, "RESTART_BM", TE)])
     c = await correlate(db_path, 1)
-    assert (c.likely_cause, c.confidence) == ("unknown", "low")
-    assert "temperature peaked at 62 °C (slowdown 89 °C)" in c.evidence[0]
-    assert "check mechanicals" in c.evidence[0]
+    assert (c.judgement.cause, c.judgement.action) == ("gpu_hardware", "reboot_node")
+    assert c.judgement.confidence == "medium"
+    assert (
+        "no thermal, power or PCIe/NVLink precursor in the 15 min before"
+        in (c.judgement.evidence[0])
+    )
+    assert "temperature peaked at 62 °C" in c.judgement.evidence[0]
+    assert "suspect the GPU itself, its PCIe slot or riser" in c.judgement.evidence[0]
 
 
 async def test_the_same_code_on_several_gpus_reads_as_the_application(db_path: Path) -> None:
@@ -131,22 +145,42 @@ async def test_the_same_code_on_several_gpus_reads_as_the_application(db_path: P
     ]
     await store(db_path, [steady(i) for i in range(90)], xids)
     c = await correlate(db_path, 1)
-    assert (c.likely_cause, c.confidence) == ("application", "high")
-    assert c.evidence[0].startswith(f"XID 13 also on 2 other GPU(s) in the window ({B} x1, {C} x1)")
-    assert "the XID names process python3 (pid 1)" in c.evidence
-    assert "on the GPU at the time: python3 (pid 4242, 40960 MiB)" in c.evidence
+    assert (c.judgement.cause, c.judgement.confidence) == ("application", "high")
+    assert c.judgement.evidence[0].startswith(
+        f"the same workload (python3) also failed on 2 other GPU(s) ({B}, {C})"
+    )
+    assert "the XID names process python3 (pid 1)" in c.judgement.evidence
+    assert [(p.pid, p.name, p.used_mib) for p in c.processes] == [(4242, "python3", 40_960)]
     assert [(n.event.pci_bus_id, n.offset_s, n.same_gpu) for n in c.nearby_xids] == [
         (C, -60.0, False),
         (B, 1.5, False),
     ]
 
 
-async def test_an_xid_31_repeating_on_one_gpu_only_suspects_the_gpu(db_path: Path) -> None:
+async def test_one_workload_faulting_again_and_again_on_one_gpu_is_the_application(
+    db_path: Path,
+) -> None:
+    """Before: "repeats on one GPU point at the GPU", for one job crash-looping."""
     xids = [xid_at(n, 31, "RESTART_APP", TE - (3 - n) * 120_000) for n in range(1, 4)]
     await store(db_path, [steady(i) for i in range(90)], xids)
+    first = await correlate(db_path, 1)
     c = await correlate(db_path, 3)
-    assert (c.likely_cause, c.confidence) == ("gpu_hardware", "medium")
-    assert "XID 31 x3 on this GPU in the window and on no other GPU" in c.evidence[0]
+    assert (c.judgement.cause, c.judgement.action) == ("application", "restart_application")
+    assert "the same workload (python3) failed 3 times on this GPU" in c.judgement.evidence[0]
+    assert first.judgement.cause == "application"  # the same context, seen from the first
+
+
+async def test_faults_of_workloads_the_log_does_not_name_repeating_on_one_gpu_test_the_gpu(
+    db_path: Path,
+) -> None:
+    xids = [
+        replace(xid_at(n, 31, "RESTART_APP", TE - (3 - n) * 120_000), pid=None, process=None)
+        for n in range(1, 4)
+    ]
+    await store(db_path, [steady(i) for i in range(90)], xids)
+    c = await correlate(db_path, 3)
+    assert (c.judgement.cause, c.judgement.action) == ("gpu_hardware", "run_diagnostics")
+    assert c.judgement.confidence == "low"
 
 
 async def test_an_xid_48_with_ecc_errors_and_a_63_reads_as_gpu_memory(db_path: Path) -> None:
@@ -155,21 +189,20 @@ async def test_an_xid_48_with_ecc_errors_and_a_63_reads_as_gpu_memory(db_path: P
     xids = [xid_at(1, 48, "WORKFLOW_XID_48", TE + 1000), xid_at(2, 63, "IGNORE", TE + 3000)]
     await store(db_path, samples, xids)
     c = await correlate(db_path, 1)
-    assert (c.likely_cause, c.confidence) == ("gpu_memory", "high")
-    assert "uncorrectable ECC errors (volatile count) went from 0 to 2 around the event" in (
-        c.evidence
-    )
-    assert "XID 63 (id 2) 2.0 s after on this GPU" in c.evidence
+    assert (c.judgement.cause, c.judgement.confidence) == ("gpu_memory", "high")
+    assert c.judgement.action == "reset_gpu"
+    assert "uncorrectable ECC errors went from 0 to 2 around it" in c.judgement.evidence
+    assert "XID 63 (id 2) 2 s after on this GPU" in c.judgement.evidence
 
 
 async def test_an_xid_45_right_after_another_xid_follows_it(db_path: Path) -> None:
     xids = [xid_at(1, 79, "RESTART_BM", TE), xid_at(2, 45, "WORKFLOW_XID_45", TE + 1500)]
     await store(db_path, [steady(i) for i in range(90)], xids)
     c = await correlate(db_path, 2)
-    assert (c.likely_cause, c.confidence) == ("follows_other_xid", "high")
-    assert c.evidence[0] == (
+    assert (c.judgement.cause, c.judgement.confidence) == ("follows_other_xid", "high")
+    assert c.judgement.evidence[0] == (
         f"XID 45 came 1.5 s after XID 79 (id {xid_id(db_path, 1)}) on this GPU: it follows "
-        "that one; correlate XID 79 instead"
+        "that one, so judge XID 79"
     )
 
 
@@ -177,14 +210,14 @@ async def test_an_xid_on_a_gpu_nvml_never_listed_rests_on_the_xids(db_path: Path
     await write_all(db_path, [xid_at(1, 79, "RESTART_BM", TE, gpu=C)])
     c = await correlate(db_path, 1)
     assert (c.gpu, c.metrics, c.processes) == (None, (), ())
-    assert c.likely_cause == "unknown"
-    assert c.evidence[-1].startswith("NVML never listed this GPU")
+    assert (c.judgement.cause, c.judgement.action) == ("gpu_hardware", "reboot_node")
+    assert c.judgement.evidence[-1].startswith("NVML never listed this GPU")
 
 
 async def test_an_unknown_id_says_where_ids_come_from(db_path: Path) -> None:
     await write_all(db_path, [xid_at(1, 13, "RESTART_APP", TE)])
     async with reading(db_path) as conn:
-        with pytest.raises(InvalidQueryError, match=r"no XID event with id 999: .*list_xids"):
+        with pytest.raises(InvalidQueryError, match=r"no XID event with id 999: .*list_xid_events"):
             await correlate_xid(conn, 999, now_ms=NOW)
         with pytest.raises(InvalidQueryError, match="at most 24 h"):
             await correlate_xid(conn, 1, before_ms=25 * 3_600_000, now_ms=NOW)

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from store.flood import FloodPolicy
+from store.retention import RetentionPolicy
 from store.records import GpuInfo, GpuSample
 from tests.daemons import run_scenario
 from watcher.catalog import default_catalog
@@ -52,6 +53,7 @@ GPU_CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "xidwatch_gpu_processes": ("gauge", GPU),
     "xidwatch_gpu_lost": ("gauge", GPU),
     "xidwatch_gpu_last_sample_timestamp_seconds": ("gauge", GPU),
+    "xidwatch_gpu_verdict_action": ("gauge", GPU | {"action", "cause"}),
 }
 NONE: frozenset[str] = frozenset()
 SELF_CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
@@ -84,15 +86,18 @@ SELF_CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "xidwatch_k8s_events_posted_total": ("counter", NONE),
     "xidwatch_k8s_event_failures_total": ("counter", NONE),
     "xidwatch_k8s_events_suppressed_total": ("counter", frozenset({"reason"})),
+    "xidwatch_node_verdict_action": ("gauge", frozenset({"action", "cause"})),
 }
 # What a lost GPU still exports: discovery facts and its state; the rest are readings.
 GPU_FACTS = {
     "xidwatch_gpu_lost",
+    "xidwatch_gpu_verdict_action",
     "xidwatch_gpu_last_sample_timestamp_seconds",
     "xidwatch_gpu_slowdown_temperature_celsius",
     "xidwatch_gpu_shutdown_temperature_celsius",
     "xidwatch_gpu_memory_total_bytes",
 }
+RETENTION = RetentionPolicy()
 RUNAWAY_PCI = "00000000:86:00.0"  # the simulated fleet's GPU 2, whose cooling fails
 
 Scrape = dict[str, tuple[str, list[Sample]]]
@@ -130,7 +135,28 @@ def runaway(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     """The thermal-runaway story played to its end; the stopped daemon keeps its state."""
     db_path = tmp_path_factory.mktemp("runaway") / "xidwatch.db"
     spec = SimulationSpec(2, scenario="thermal-runaway", speed=100)
-    return asyncio.run(run_scenario(db_path, spec))
+    daemon = asyncio.run(run_scenario(db_path, spec))
+    # The board refreshes a second after XIDs land; the story ends sooner than that.
+    asyncio.run(
+        daemon.verdicts.refresh(db_path, node="sim-node", now_ms=now_ms(), retention=RETENTION)
+    )
+    return daemon
+
+
+def test_the_verdict_gauges_say_what_each_gpu_and_the_node_need(runaway: Daemon) -> None:
+    """An alert routes on ``action``: the GPU that fell off the bus needs the node rebooted."""
+    metrics = scrape(runaway)
+    lost = value(metrics, "xidwatch_gpu_verdict_action", pci_bus_id=RUNAWAY_PCI)
+    assert lost == 5  # reboot_node, in none .. replace_gpu
+    (sample,) = [
+        s
+        for s in metrics["xidwatch_gpu_verdict_action"][1]
+        if s.labels["pci_bus_id"] == RUNAWAY_PCI
+    ]
+    assert (sample.labels["action"], sample.labels["cause"]) == ("reboot_node", "thermal")
+    assert value(metrics, "xidwatch_node_verdict_action", action="reboot_node") == 5
+    others = [s.value for s in metrics["xidwatch_gpu_verdict_action"][1] if s is not sample]
+    assert others == [0, 0, 0]
 
 
 def test_every_contract_metric_is_exported_with_its_type_and_labels(runaway: Daemon) -> None:
@@ -281,7 +307,8 @@ async def test_without_nvml_only_self_metrics_and_exact_counts_through_a_flood(
         await task
         device.dispose()
     m = scrape(daemon)
-    assert set(m) == set(SELF_CONTRACT)  # no per-GPU family at all
+    # No per-GPU readings at all; the GPUs known from XID lines alone still get a verdict.
+    assert set(m) == set(SELF_CONTRACT) | {"xidwatch_gpu_verdict_action"}
     assert value(m, "xidwatch_nvml_up") == 0
     assert value(m, "xidwatch_sample_ticks_total") == 0
     assert value(m, "xidwatch_last_successful_sample_timestamp_seconds") == 0

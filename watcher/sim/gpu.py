@@ -51,6 +51,8 @@ _HW_SLOWDOWN = (
     pynvml.nvmlClocksEventReasonHwSlowdown | pynvml.nvmlClocksEventReasonHwThermalSlowdown
 )
 _SW_THERMAL = pynvml.nvmlClocksEventReasonSwThermalSlowdown
+_POWER_BRAKE = pynvml.nvmlClocksThrottleReasonHwPowerBrakeSlowdown
+_HW_SLOWDOWN_BIT = pynvml.nvmlClocksThrottleReasonHwSlowdown
 
 _KILLS_PROCESS = frozenset({13, 31, 43})
 _XID_MESSAGES = {
@@ -167,6 +169,7 @@ class SimulatedGpu:
         self._remapped = [0, 0]
         self._remap_pending = False
         self._remap_failure = False
+        self._power_brake = False
         self._sim_s = 0.0
 
     @property
@@ -249,6 +252,20 @@ class SimulatedGpu:
             self._processes.pop(pid, None)
 
     # -- faults --------------------------------------------------------------------------
+
+    def add_pcie_replays(self, count: int) -> None:
+        """A flaky link: the PCIe replay counter jumps by ``count`` (a riser, slot or cable)."""
+        if count < 0:
+            raise ValueError(f"replays must be >= 0, got {count}")
+        with self._fleet.lock:
+            self._advance()
+            self._pcie_replays += count
+
+    def set_power_brake(self, on: bool) -> None:
+        """The board's external power brake (a PSU or power feed failing): clocks held low."""
+        with self._fleet.lock:
+            self._advance()
+            self._power_brake = on
 
     def inject_xid(
         self,
@@ -366,6 +383,9 @@ class SimulatedGpu:
             if sensor_c >= p.max_operating_temp_c:
                 factor = _SW_THERMAL_CLOCK
                 reasons |= _SW_THERMAL
+        if self._power_brake:
+            factor = min(factor, _HW_SLOWDOWN_CLOCK)
+            reasons |= _POWER_BRAKE | _HW_SLOWDOWN_BIT
         dynamic_w = (p.full_load_power_w - p.idle_power_w) * util / 100.0 * factor
         headroom_w = self._power_limit_w - p.idle_power_w
         if dynamic_w > headroom_w:

@@ -28,6 +28,8 @@ from watcher.sim.profiles import PROFILES
 __all__ = [
     "CoolingStep",
     "LoadStep",
+    "PcieErrorsStep",
+    "PowerBrakeStep",
     "ProcessStartStep",
     "ProcessStopStep",
     "RecoverStep",
@@ -185,7 +187,46 @@ class RecoverStep:
         return f"GPU {self.gpu}: reset"
 
 
-ScenarioStep = LoadStep | CoolingStep | ProcessStartStep | ProcessStopStep | XidStep | RecoverStep
+@dataclass(frozen=True, slots=True)
+class PcieErrorsStep:
+    """A flaky PCIe link: the GPU's replay counter jumps."""
+
+    at_s: float
+    gpu: int
+    replays: int
+
+    def apply(self, fleet: SimulatedFleet, emit: Callable[[str], None]) -> None:
+        fleet.gpus[self.gpu].add_pcie_replays(self.replays)
+
+    def describe(self) -> str:
+        return f"GPU {self.gpu}: {self.replays} PCIe replays"
+
+
+@dataclass(frozen=True, slots=True)
+class PowerBrakeStep:
+    """The board's power brake asserts (or releases): a failing PSU or power feed."""
+
+    at_s: float
+    gpu: int
+    on: bool
+
+    def apply(self, fleet: SimulatedFleet, emit: Callable[[str], None]) -> None:
+        fleet.gpus[self.gpu].set_power_brake(self.on)
+
+    def describe(self) -> str:
+        return f"GPU {self.gpu}: power brake {'on' if self.on else 'off'}"
+
+
+ScenarioStep = (
+    LoadStep
+    | CoolingStep
+    | ProcessStartStep
+    | ProcessStopStep
+    | XidStep
+    | RecoverStep
+    | PcieErrorsStep
+    | PowerBrakeStep
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +413,14 @@ class _Parser:
                     message=opt_text("message"),
                     nvml_code=opt_int("nvml_code", 0),
                 )
+            case "pcie_errors":
+                replays = self.integer("pcie_errors.replays", body["replays"], low=1)
+                return PcieErrorsStep(at_s, one_gpu(), replays)
+            case "power_brake":
+                active = body["active"]
+                if not isinstance(active, bool):
+                    self.fail("power_brake.active", f"must be true or false, got {active!r}")
+                return PowerBrakeStep(at_s, one_gpu(), active)
             case _:
                 return RecoverStep(at_s, one_gpu())
 
@@ -423,4 +472,6 @@ _ACTIONS: dict[str, tuple[set[str], set[str]]] = {
     "process_stop": ({"gpu", "pid"}, set()),
     "xid": ({"gpu", "code"}, {"pid", "process", "message", "nvml_code"}),
     "recover": ({"gpu"}, set()),
+    "pcie_errors": ({"gpu", "replays"}, set()),
+    "power_brake": ({"gpu", "active"}, set()),
 }
