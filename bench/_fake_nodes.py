@@ -27,7 +27,7 @@ import json
 import random
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,14 @@ from pydantic import BaseModel
 
 from bench.ingest import H100_TOTAL, gpu_infos
 from mcp_server.deps import ToolDeps
-from mcp_server.models import GpuModel, HealthModel
+from mcp_server.models import GpuModel, HealthResult
 from mcp_server.server import INSTRUCTIONS, build_server
-from mcp_server.tools_gpu import GpuListResult, HealthResult
+from mcp_server.tools_gpu import GpuListResult
 from mcp_server.tools_xid import XidSummaryResult
-from store.health import NodeFacts, assess_gpu
+from store.actions import action_rank
+from store.coverage import Coverage
+from store.health import HealthReport, NodeFacts, assess_gpu, judge_from_xids, node_verdict
 from store.records import GpuInfo, GpuSample, InventoryGpu, StoredXid, XidSummary, XidSummaryRow
-from store.windows import format_ts
 from store.xid_summary import compare_windows
 from watcher.catalog import XidCatalog, default_catalog
 from watcher.clock import now_ms as wall_now_ms
@@ -196,24 +197,30 @@ def node_answers(
     samples = {g.info.uuid: _sample(rng, g.info, g.last_seen_ms) for g in inventory}
     since_ms = now_ms - DAY_MS
     recent = [x for x in maker.out if x.ts_ms >= since_ms]
-    facts = NodeFacts(now_ms=now_ms, xids=tuple(recent), current_boot_id=BOOT_ID)
+    facts = NodeFacts(now_ms=now_ms, xids=tuple(recent), current_boot_id=BOOT_ID, node=name)
+    facts = replace(facts, judged=judge_from_xids(facts, inventory))
     health = [
         assess_gpu(g.info.pci_bus_id, facts, gpu=g, sample=samples[g.info.uuid]) for g in inventory
     ]
-    health.sort(key=lambda h: (h.score, h.pci_bus_id))
+    health.sort(key=lambda h: (-action_rank(h.verdict.action), h.score, h.pci_bus_id))
     before = [x for x in maker.out if since_ms - DAY_MS <= x.ts_ms < since_ms]
     window = compare_windows(
         _summary_rows(recent), _summary_rows(before), since_ms=since_ms, until_ms=now_ms
     )
     return {
         "list_gpus": GpuListResult(node=name, gpus=[GpuModel.from_inventory(g) for g in inventory]),
-        "get_gpu_health": HealthResult(
-            node=name,
-            since=format_ts(since_ms),
-            gpus=[HealthModel.from_health(h) for h in health],
+        "get_gpu_health": HealthResult.from_report(
+            HealthReport(name, since_ms, tuple(health), node_verdict(health), _coverage(recent))
         ),
         "summarize_xid_events": XidSummaryResult.from_summary(window),
     }
+
+
+def _coverage(xids: Sequence[StoredXid]) -> Coverage:
+    """What a node's store covers: 90 days of samples to the last few seconds, its XIDs."""
+    now = wall_now_ms()
+    first, last = (xids[0].ts_ms, xids[-1].ts_ms) if xids else (None, None)
+    return Coverage(now - 90 * DAY_MS, now - 5_000, now - 5_000, first, last)
 
 
 def _call_result(model: BaseModel) -> bytes:

@@ -1,5 +1,17 @@
 """``python -m cli`` runs the xidwatch command (as the console script does)."""
 
-from cli.main import main
+from __future__ import annotations
 
-main()
+from cli.signals import hold_termination
+
+
+def run() -> None:
+    """The console script: hold SIGTERM first, then import the command and run it."""
+    hold_termination()
+    from cli.main import main  # the heavy imports come after the signal is held
+
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -18,6 +18,8 @@ import typer
 
 from cli import serving
 from cli.options import DEFAULT_DB, DbOption
+from cli.signals import termination_requested
+from store.actions import FATAL_LABELS
 from watcher.config import DaemonConfig
 from watcher.daemon import Daemon
 from watcher.logs import configure_logging
@@ -238,7 +240,7 @@ def run(
             envvar="XIDWATCH_K8S_EVENT_ACTIONS",
             help="Catalog actions that post an Event, comma-separated.",
         ),
-    ] = "RESET_GPU,RESTART_BM,RESTART_VM",
+    ] = ",".join(sorted(FATAL_LABELS)),
     node_condition: Annotated[
         str | None,
         typer.Option(
@@ -323,4 +325,6 @@ async def _run_daemon(daemon: Daemon, services: list[Service]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if termination_requested():  # SIGTERM while starting: start, then stop cleanly
+        stop.set()
     await daemon.run(stop, services=services)

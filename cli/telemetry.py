@@ -167,7 +167,7 @@ def health_text(report: HealthReport) -> str:
     width = min(shutil.get_terminal_size((100, 20)).columns, 120)
     blocks = [_health_block(h, width) for h in report.gpus]
     v = report.node_verdict
-    blocks.append(_wrap(f"node: {v.action} ({v.cause}): {v.because}", width, "  "))
+    blocks.append(_wrap(f"node: {v.because}", width, "  "))
     return "\n".join(blocks)
 
 

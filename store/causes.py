@@ -20,6 +20,7 @@ NVIDIA's XID workflows:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -257,6 +258,7 @@ class _Crash:
     address: str | None
     ts_ms: int
     count: int
+    codes: frozenset[int]
 
 
 def _crashes(events: Iterable[StoredXid]) -> list[_Crash]:
@@ -276,10 +278,11 @@ def _crashes(events: Iterable[StoredXid]) -> list[_Crash]:
                 last.address or address,
                 e.ts_ms,
                 last.count + e.count,
+                last.codes | {e.xid},
             )
             continue
         pids = frozenset({e.pid} if e.pid is not None else ())
-        out.append(_Crash(gpu, workload(e), pids, address, e.ts_ms, e.count))
+        out.append(_Crash(gpu, workload(e), pids, address, e.ts_ms, e.count, frozenset({e.xid})))
     return out
 
 
@@ -290,6 +293,9 @@ def _application(c: CauseInputs) -> Rule:
     mine = [k for k in crashes if k.gpu == here]
     others = [k for k in crashes if k.gpu != here]
     named = {k.workload for k in mine if k.workload is not None}
+    # Only exceptions and faults (13, 31) speak for the GPU: a 43 alone is the application's
+    # channel being stopped, and the GPU stays healthy.
+    faulted = {k.workload for k in mine if k.workload is not None and k.codes & {13, 31}}
     evidence = _process_evidence(c)
     this = workload(e)
 
@@ -300,18 +306,21 @@ def _application(c: CauseInputs) -> Rule:
             f"({', '.join(spread)}): it is the application, not a GPU"
         )
         return "application", "restart_application", [text, *evidence], "high"
-    if len(named) >= 2:
-        clean = _clean_elsewhere(c, named, here)
-        text = f"{len(named)} different workloads failed on this GPU ({', '.join(sorted(named))})"
+    if len(faulted) >= 2:
+        clean = _clean_elsewhere(c, faulted, here)
+        listed = ", ".join(sorted(faulted))
+        text = f"{len(faulted)} different workloads faulted on this GPU ({listed})"
         if clean:
             text += f", while {', '.join(clean)} ran clean on other GPUs"
         text += ": the GPU is the common factor, so test it"
         return "gpu_hardware", "run_diagnostics", [text, *evidence], "high" if clean else "medium"
     addresses = {k.address for k in mine if k.address}
     if len(mine) >= 2 and named:
-        (name,) = named
-        text = f"the same workload ({name}) failed {len(mine)} times on this GPU"
-        pids = sorted({p for k in mine for p in k.pids})
+        name, times = Counter(k.workload for k in mine if k.workload).most_common(1)[0]
+        text = f"the same workload ({name}) failed {times} times on this GPU"
+        if len(named) > 1:
+            text += f" ({len(named)} workloads failed, at most one with an exception or fault)"
+        pids = sorted({p for k in mine if k.workload == name for p in k.pids})
         if len(pids) > 1:
             text += f" (pids {', '.join(map(str, pids[:6]))}: restarted each time)"
         if len(addresses) == 1:

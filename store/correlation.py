@@ -21,7 +21,7 @@ from store.queries import MAX_PAGE, XidFilter, get_xid, list_xids
 from store.records import GpuStateEvent, InventoryGpu, Series, StoredXid
 from store.retention import RetentionPolicy
 from store.series import TIERS, choose_tier, metric_series
-from store.trend import fit_trend, has_data
+from store.trend import data_span_ms, fit_trend, has_data, too_little_to_fit
 
 __all__ = [
     "CORRELATED_METRICS",
@@ -298,6 +298,8 @@ def _summary(series: Series | None) -> MetricStats | None:
         return None
     fit = fit_trend(series)
     data = [b for b in series.buckets if has_data(b)]
+    # A slope from a few buckets or a few minutes says nothing (+23,155 °C/h from 12 s).
+    meaningful = too_little_to_fit(fit.points, data_span_ms(series, data)) is None
     return MetricStats(
         since_ms=series.since_ms,
         until_ms=series.until_ms,
@@ -310,7 +312,7 @@ def _summary(series: Series | None) -> MetricStats | None:
         max=fit.max,
         first=data[0].avg if data else None,
         last=fit.last,
-        slope_per_hour=fit.slope_per_hour,
+        slope_per_hour=fit.slope_per_hour if meaningful else None,
     )
 
 

@@ -33,7 +33,7 @@ from store.actions import (
     action_rank,
     steps_for,
 )
-from store.causes import Judgement
+from store.causes import CauseInputs, Judgement, likely_cause
 from store.correlation import gpu_of, judge_xid
 from store.coverage import Coverage, store_coverage
 from store.errors import InvalidQueryError
@@ -59,6 +59,7 @@ __all__ = [
     "current_boot_id",
     "events_to_judge",
     "health_report",
+    "judge_from_xids",
     "node_health",
     "node_verdict",
 ]
@@ -340,6 +341,23 @@ def events_to_judge(facts: NodeFacts, gpus: Sequence[InventoryGpu]) -> list[Stor
     return out
 
 
+def judge_from_xids(facts: NodeFacts, gpus: Sequence[InventoryGpu]) -> dict[int, Judgement]:
+    """Judgements from the XIDs in ``facts`` alone, without telemetry: for callers with no
+    store (fixtures, the gateway benchmark's fake nodes). :func:`node_health` reads the
+    telemetry around each XID too."""
+    by_pci = {g.info.pci_bus_id: g for g in gpus}
+    out: dict[int, Judgement] = {}
+    for e in events_to_judge(facts, gpus):
+        nearby = tuple(
+            (n, (n.ts_ms - e.ts_ms) / 1000, n.kind == "xid" and n.pci_bus_id == e.pci_bus_id)
+            for n in facts.xids
+            if n.id != e.id
+        )
+        gpu = by_pci.get(e.pci_bus_id or "")
+        out[e.id] = likely_cause(CauseInputs(e, gpu, nearby=nearby))
+    return out
+
+
 async def _judge(
     conn: aiosqlite.Connection,
     facts: NodeFacts,
@@ -418,11 +436,12 @@ async def _window_xids(conn: aiosqlite.Connection, filters: XidFilter) -> list[S
 async def _standing_fatal(
     conn: aiosqlite.Connection, since_ms: int, boot: str | None
 ) -> list[StoredXid]:
-    """Fatal XIDs from before the window that this boot has not cleared by itself."""
+    """Fatal XIDs of this boot from before the window: they stand until cleared."""
     actions = sorted(FATAL_LABELS | {"XID_154"})
     filters = XidFilter(since_ms=0, until_ms=since_ms, kind="xid", actions=actions)
     earlier = await _window_xids(conn, filters)
-    return [e for e in earlier if e.boot_id is None or boot is None or e.boot_id == boot]
+    # Only this boot's: a replayed capture's events (no boot id) say nothing about now.
+    return [e for e in earlier if boot is not None and e.boot_id == boot]
 
 
 async def _gpu_events(conn: aiosqlite.Connection, since_ms: int) -> list[GpuStateEvent]:

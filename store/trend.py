@@ -33,6 +33,7 @@ __all__ = [
     "TrendStatus",
     "assess_trend",
     "crossing_bucket",
+    "data_span_ms",
     "eta_to_threshold",
     "fit_trend",
     "has_data",
@@ -40,6 +41,7 @@ __all__ = [
     "pick_threshold",
     "round_sig",
     "time_to_threshold",
+    "too_little_to_fit",
 ]
 
 Confidence = Literal["high", "medium", "low", "none"]
@@ -329,8 +331,8 @@ def assess_trend(
     per: Literal["hour", "day"] = (
         "day" if series.until_ms - series.since_ms > PER_DAY_AFTER_MS else "hour"
     )
-    span = _data_span_ms(series, data)
-    short = _too_little(fit.points, span)
+    span = data_span_ms(series, data)
+    short = too_little_to_fit(fit.points, span)
     slope = None
     if short is None and fit.slope_per_hour is not None:
         slope = fit.slope_per_hour * (24 if per == "day" else 1)
@@ -454,7 +456,7 @@ def _bucket_reading(bucket: Bucket, threshold: Threshold | None) -> Reading:
     )
 
 
-def _data_span_ms(series: Series, data: Sequence[Bucket]) -> int:
+def data_span_ms(series: Series, data: Sequence[Bucket]) -> int:
     """From the start of the first bucket with data to the end of the last, inside the window."""
     if not data:
         return 0
@@ -463,7 +465,8 @@ def _data_span_ms(series: Series, data: Sequence[Bucket]) -> int:
     return max(0, end - start)
 
 
-def _too_little(points: int, span_ms: int) -> str | None:
+def too_little_to_fit(points: int, span_ms: int) -> str | None:
+    """Why a slope over ``points`` buckets spanning ``span_ms`` means nothing; None if it may."""
     if points < MIN_POINTS:
         return f"{points} bucket{'s' if points != 1 else ''} with data, {MIN_POINTS} needed"
     if span_ms < MIN_SPAN_MS:

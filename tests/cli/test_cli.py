@@ -107,9 +107,13 @@ def test_explain_says_what_to_do(tmp_path: Path) -> None:
     out = xidwatch("explain", "79")
     assert out.returncode == 0
     assert "XID 79: GPU has fallen off the bus" in out.stdout
-    assert "Do now (RESTART_BM)" in out.stdout
+    assert "Needs on its own: reboot_node" in out.stdout
+    assert "NVIDIA's catalog (RESTART_BM)" in out.stdout
     data = json.loads(xidwatch("explain", "48", "--json").stdout)
     assert data["immediate_action"] == "WORKFLOW_XID_48" and data["known"] is True
+    assert data["needs"] == "reset_gpu"
+    twice = xidwatch("explain", "48").stdout  # before: the same workflow sentence twice
+    assert twice.count("If XID 48 appears alone") == 1
     unknown = json.loads(xidwatch("explain", "4242", "--json").stdout)
     assert unknown["known"] is False and unknown["immediate_action"] == "UNKNOWN"
 

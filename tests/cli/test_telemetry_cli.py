@@ -69,7 +69,7 @@ def test_trend_chart_marks_the_gpu_with_xids(sampled: Path) -> None:
 
 @pytest.mark.slow
 def test_trend_csv_and_one_gpu_by_pci_id(sampled: Path) -> None:
-    gpus = json.loads(xidwatch("health", "--db", str(sampled), "--json").stdout)
+    gpus = json.loads(xidwatch("health", "--db", str(sampled), "--json").stdout)["gpus"]
     pci = gpus[1]["pci_bus_id"]
     out = xidwatch("trend", "--db", str(sampled), "--since", "5m", "--gpu", pci, "--csv")
     header, *rows = out.stdout.splitlines()
@@ -79,14 +79,25 @@ def test_trend_csv_and_one_gpu_by_pci_id(sampled: Path) -> None:
 
 @pytest.mark.slow
 def test_health_names_what_is_wrong_with_the_degraded_gpu(sampled: Path) -> None:
-    gpus = json.loads(xidwatch("health", "--db", str(sampled), "--json").stdout)
+    answer = json.loads(xidwatch("health", "--db", str(sampled), "--json").stdout)
+    gpus = answer["gpus"]
     statuses = {g["gpu"]["index"]: g["status"] for g in gpus}
     bad = [g for g in gpus if g["status"] == "critical"]
     assert len(bad) == 1, statuses
     codes = {f["code"] for f in bad[0]["findings"]}
-    assert {"xid_48_with_remap", "remap_failure", "ecc_uncorrected"} <= codes
+    assert {"xid_48", "xid_64", "remap_failure", "ecc_uncorrected"} <= codes
+    assert (bad[0]["verdict"]["cause"], bad[0]["verdict"]["action"]) == (
+        "gpu_memory",
+        "replace_gpu",
+    )
+    assert answer["node_verdict"]["gpus"] == [bad[0]["pci_bus_id"]]
     text = xidwatch("health", "--db", str(sampled)).stdout
-    assert text.count("\n") == 4 and "CRITICAL" in text
+    assert "CRITICAL" in text and "-> replace_gpu (gpu_memory" in text
+    assert "RMA" in text
+    assert (
+        text.splitlines()[-1]
+        == f"  node: GPU 1 ({bad[0]['pci_bus_id']}) needs replace_gpu (gpu_memory)"
+    )
 
 
 def test_list_metrics_names_the_required_ones() -> None:

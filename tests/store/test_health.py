@@ -11,13 +11,12 @@ import pytest
 
 from store.acks import Ack, record_ack
 from store.actions import recovery_action
-from store.causes import CauseInputs, likely_cause
 from store.health import (
     GpuHealth,
     NodeFacts,
     assess_gpu,
     current_boot_id,
-    events_to_judge,
+    judge_from_xids,
     node_health,
     node_verdict,
 )
@@ -78,20 +77,7 @@ def judge(
     """Health from the XIDs alone: judgements without telemetry (the store tests add it)."""
     inventory = inv(gpu, lost_since_ms=lost_since_ms)
     facts = NodeFacts(NOW, tuple(events), tuple(states), tuple(acks), current_boot_id="b2")
-    judged = {
-        e.id: likely_cause(
-            CauseInputs(
-                e,
-                inventory if e.pci_bus_id == gpu.pci_bus_id else None,
-                nearby=tuple(
-                    (n, (n.ts_ms - e.ts_ms) / 1000, n.pci_bus_id == e.pci_bus_id)
-                    for n in events
-                    if n.id != e.id
-                ),
-            )
-        )
-        for e in events_to_judge(facts, [inventory])
-    }
+    judged = judge_from_xids(facts, [inventory])
     fresh = sample or GpuSample(gpu.uuid, NOW - 1000, temperature_c=50)
     facts = replace(facts, judged=judged)
     return assess_gpu(gpu.pci_bus_id, facts, gpu=inventory, sample=fresh)
@@ -197,7 +183,7 @@ def test_different_workloads_failing_on_one_gpu_point_at_the_gpu() -> None:
     ]
     h = judge(events)
     assert (h.status, verdict(h)) == ("critical", ("gpu_hardware", "run_diagnostics"))
-    assert "2 different workloads failed on this GPU (inference, trainer)" in h.verdict.because
+    assert "2 different workloads faulted on this GPU (inference, trainer)" in h.verdict.because
     assert "dcgmi diag -r 3" in todo(h)
 
 

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from store.flood import FloodPolicy
-from store.retention import RetentionPolicy
 from store.records import GpuInfo, GpuSample
+from store.retention import RetentionPolicy
 from tests.daemons import run_scenario
 from watcher.catalog import default_catalog
 from watcher.clock import now_ms

@@ -165,7 +165,8 @@ def test_kubernetes_settings_reach_the_daemon_config(tmp_path: Path) -> None:
 def test_kubernetes_defaults_are_attribution_on_and_no_writes() -> None:
     k = daemon_config(_flags(db="x.db")).kubernetes
     assert (k.enabled, k.events, k.node_condition) == (True, False, None)
-    assert k.event_actions == ("RESET_GPU", "RESTART_BM", "RESTART_VM")
+    # Every label that leaves a GPU out of service, from the one place that knows them.
+    assert k.event_actions == ("RESET_GPU", "RESTART_BM", "RESTART_VM", "WORKFLOW_XID_48")
 
 
 @pytest.mark.parametrize(
