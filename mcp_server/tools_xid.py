@@ -13,7 +13,7 @@ from mcp_server.deps import ToolDeps
 from mcp_server.models import GpuModel, XidEventModel, XidExplanation
 from mcp_server.params import Gpus, Since, Until
 from store.actions import Action, Cause
-from store.causes import MetricAround
+from store.causes import MetricAround, MetricStats
 from store.correlation import NearbyXid
 from store.correlation import correlate_xid as correlate
 from store.inventory import select_gpus
@@ -64,6 +64,60 @@ class NearbyXidModel(BaseModel):
         )
 
 
+class MetricSideModel(BaseModel):
+    """A metric on one side of the XID: extremes, first and last bucket, and the slope when it
+    means something (5 buckets over 10 minutes or more). The side's window is in ``windows``."""
+
+    points: int = Field(description="buckets with data")
+    samples: int
+    min: float | None
+    avg: float | None
+    max: float | None
+    first: float | None
+    last: float | None
+    slope_per_hour: float | None
+
+    @classmethod
+    def from_stats(cls, m: MetricStats | None) -> MetricSideModel | None:
+        if m is None:
+            return None
+        return cls(**{f: getattr(m, f) for f in cls.model_fields})
+
+
+class MetricAroundModel(BaseModel):
+    metric: str
+    unit: str
+    before: MetricSideModel | None
+    after: MetricSideModel | None
+
+    @classmethod
+    def from_around(cls, m: MetricAround) -> MetricAroundModel:
+        before, after = MetricSideModel.from_stats(m.before), MetricSideModel.from_stats(m.after)
+        return cls(metric=m.metric, unit=m.unit, before=before, after=after)
+
+
+class SideWindowModel(BaseModel):
+    """The samples one side covers (narrowed to those there), the tier and bucket width."""
+
+    since: str
+    until: str
+    tier: str
+    step_ms: int
+
+    @classmethod
+    def of(cls, metrics: tuple[MetricAround, ...], side: str) -> SideWindowModel | None:
+        stats = [getattr(m, side) for m in metrics if getattr(m, side) is not None]
+        if not stats:
+            return None
+        s0: MetricStats = stats[0]
+        return cls(
+            since=format_ts(s0.since_ms),
+            until=format_ts(s0.until_ms),
+            tier=s0.tier,
+            step_ms=s0.step_ms,
+        )
+
+
 class CorrelationResult(BaseModel):
     """An XID in context: what its GPU was doing before and after, what else happened."""
 
@@ -82,7 +136,10 @@ class CorrelationResult(BaseModel):
     )
     confidence: str
     evidence: list[str] = Field(description="sentences with the numbers behind the cause")
-    metrics: list[MetricAround] = Field(description="per metric: stats before and after")
+    windows: dict[str, SideWindowModel | None] = Field(
+        description="before and after: the time each side of the metrics covers"
+    )
+    metrics: list[MetricAroundModel] = Field(description="per metric: stats before and after")
     nearby_xids: list[NearbyXidModel]
     nearby_truncated: bool
     processes: list[ProcessSpan] = Field(description="processes on that GPU at the time")
@@ -240,7 +297,8 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
                 action=c.judgement.action,
                 confidence=c.judgement.confidence,
                 evidence=list(c.judgement.evidence),
-                metrics=list(c.metrics),
+                windows={side: SideWindowModel.of(c.metrics, side) for side in ("before", "after")},
+                metrics=[MetricAroundModel.from_around(m) for m in c.metrics],
                 nearby_xids=[NearbyXidModel.from_nearby(n) for n in c.nearby_xids],
                 nearby_truncated=c.nearby_truncated,
                 processes=list(c.processes),

@@ -293,6 +293,12 @@ _STEPS: dict[Action, tuple[str, ...]] = {
     ),
 }
 
+_BLIND_STEPS = (
+    "check that the xidwatch daemon runs on {node} and reads NVML (its /readyz, the "
+    "xidwatch_nvml_up metric, nvidia-smi)",
+    "until it does, treat the readings shown as old: they are the last ones stored",
+)
+
 # Cause-specific first steps that come before the action's own.
 _CAUSE_STEPS: dict[Cause, str] = {
     "thermal": "check the GPU's cooling: fans, airflow, inlet temperature (ipmitool sdr)",
@@ -303,6 +309,9 @@ _CAUSE_STEPS: dict[Cause, str] = {
 
 def steps_for(action: Action, cause: Cause, *, gpu: str, node: str) -> list[str]:
     """The ordered, concrete steps for ``action`` on ``gpu``, with the cause's own checks."""
+    if (action, cause) == ("watch", "unknown"):  # xidwatch itself cannot see the GPU
+        steps = list(_BLIND_STEPS)
+        return [s.format(gpu=gpu, node=node or "<node>") for s in steps]
     steps = list(_STEPS[action])
     extra = _CAUSE_STEPS.get(cause)
     if extra is not None and action not in ("none",):

@@ -314,18 +314,23 @@ def _application(c: CauseInputs) -> Rule:
             text += f", while {', '.join(clean)} ran clean on other GPUs"
         text += ": the GPU is the common factor, so test it"
         return "gpu_hardware", "run_diagnostics", [text, *evidence], "high" if clean else "medium"
-    addresses = {k.address for k in mine if k.address}
     if len(mine) >= 2 and named:
-        name, times = Counter(k.workload for k in mine if k.workload).most_common(1)[0]
+        tally = Counter(k.workload for k in mine if k.workload)
+        # This event's own workload when it crash-loops, else the one that failed most.
+        name, times = tally.most_common(1)[0]
+        if this is not None and tally[this] >= 2:
+            name, times = this, tally[this]
+        rest = sorted(set(tally) - {name})
+        own = [k for k in mine if k.workload == name]
         text = f"the same workload ({name}) failed {times} times on this GPU"
-        if len(named) > 1:
-            text += f" ({len(named)} workloads failed, at most one with an exception or fault)"
-        pids = sorted({p for k in mine if k.workload == name for p in k.pids})
+        pids = sorted({p for k in own for p in k.pids})
         if len(pids) > 1:
             text += f" (pids {', '.join(map(str, pids[:6]))}: restarted each time)"
-        if len(addresses) == 1:
+        if len(addresses := {k.address for k in own if k.address}) == 1:
             text += f", faulting at the same address {next(iter(addresses))}"
         text += ": a crash loop in the application, not the GPU"
+        if rest:
+            text += f"; {', '.join(rest)} failed here too, but only one workload faulted"
         return "application", "restart_application", [text, *evidence], "high"
     if others and not named:
         gpus = sorted({k.gpu for k in others})
@@ -394,8 +399,11 @@ def _no_precursor(c: CauseInputs, action: Action) -> Rule:
     temp = _side(c, "temperature", "before")
     peak = f" (temperature peaked at {temp.max:.0f} °C)" if temp and temp.max is not None else ""
     none = f"no thermal, power or PCIe/NVLink precursor in the {mins} min before{peak}"
-    if c.gpu is not None and not c.metrics:
-        none = "no telemetry around it to look for precursors"
+    blind = not c.metrics or all(
+        m.before is None or not m.before.samples for m in c.metrics.values()
+    )
+    if blind:
+        none = "no telemetry from before it to look for heat, power or link trouble"
     if e.xid in LINK_CODES:
         return "bus_or_link", action, [f"XID {e.xid} is an NVLink error", none], "medium"
     if e.xid == 54:
@@ -405,7 +413,7 @@ def _no_precursor(c: CauseInputs, action: Action) -> Rule:
             "XID 79: the GPU fell off the bus with " + none + ": suspect the GPU itself, "
             "its PCIe slot or riser"
         )
-        return "gpu_hardware", action, [text], "medium"
+        return "gpu_hardware", action, [text], "low" if blind else "medium"
     if action in ("reset_gpu", "reboot_node", "replace_gpu", "run_diagnostics"):
         text = f"XID {e.xid} is a GPU-side error ({e.action}) with {none}"
         return "gpu_hardware", action, [text], "low"

@@ -483,9 +483,18 @@ def _verdict(
         return Verdict("none", "none", "high", because, (), (), by)
     worst = max(
         issues,
-        key=lambda i: (action_rank(i.action), _CONFIDENCE_RANK[i.confidence], i.ts_ms),
+        # Ties go to an issue's own cause over one that follows another XID, then to the
+        # surer, then to the newer.
+        key=lambda i: (
+            action_rank(i.action),
+            i.cause != "follows_other_xid",
+            _CONFIDENCE_RANK[i.confidence],
+            i.ts_ms,
+        ),
     )
-    because = "; ".join(worst.evidence[:2]) or worst.message
+    # One or two sentences: a second only when the first is short.
+    first = worst.evidence[0] if worst.evidence else worst.message
+    because = "; ".join(worst.evidence[:2]) if len(first) < 120 else first
     return Verdict(
         worst.cause,
         worst.action,
