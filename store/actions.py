@@ -11,7 +11,7 @@ asks for on its own; :mod:`store.causes` refines that with what happened around 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
     "ACTIONS",
@@ -43,15 +43,7 @@ Action = Literal[
     "reboot_node",
     "replace_gpu",
 ]
-ACTIONS: tuple[Action, ...] = (
-    "none",
-    "watch",
-    "restart_application",
-    "run_diagnostics",
-    "reset_gpu",
-    "reboot_node",
-    "replace_gpu",
-)
+ACTIONS: tuple[Action, ...] = get_args(Action)  # in rising order of disruption
 Cause = Literal[
     "thermal",
     "gpu_memory",
@@ -63,17 +55,7 @@ Cause = Literal[
     "unknown",
     "none",
 ]
-CAUSES: tuple[Cause, ...] = (
-    "thermal",
-    "gpu_memory",
-    "gpu_hardware",
-    "application",
-    "bus_or_link",
-    "power",
-    "follows_other_xid",
-    "unknown",
-    "none",
-)
+CAUSES: tuple[Cause, ...] = get_args(Cause)
 Confidence = Literal["high", "medium", "low"]
 Tier = Literal["node", "gpu", "escalate", "application", "informational"]
 
