@@ -43,7 +43,7 @@ from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuSample, GpuStateEvent, InventoryGpu, StoredXid
 from store.retention import RetentionPolicy
 from store.windows import format_ts
-from store.xid_workflows import label, representatives, xid_state
+from store.xid_workflows import Clearance, label, representatives, xid_state
 
 __all__ = [
     "Finding",
@@ -468,16 +468,16 @@ def _xid_issue(code: int, es: Sequence[StoredXid], j: Judgement) -> Issue:
 
 def _verdict(
     issues: Sequence[Issue],
-    cleared: Sequence[tuple[object, Sequence[StoredXid]]],
+    cleared: Sequence[tuple[Clearance, Sequence[StoredXid]]],
     pci: str,
     node: str,
 ) -> Verdict:
-    by = next((getattr(c, "by", None) for c, _ in reversed(cleared)), None)
+    by = cleared[-1][0].by if cleared else None
     if not issues or all(i.action == "none" for i in issues):
         because = "no XIDs that need anything, and readings within the GPU's own limits"
         if cleared:
             why, es = cleared[-1]
-            because = f"{label(es)} was cleared by {getattr(why, 'text', why)}"
+            because = f"{label(es)} was cleared by {why.text}"
         elif issues:
             because = issues[-1].evidence[0] if issues[-1].evidence else issues[-1].message
         return Verdict("none", "none", "high", because, (), (), by)
