@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from store.causes import CauseInputs, Judgement, MetricAround, MetricStats, likely_cause
+from store.causes import (
+    APP_CODES,
+    CauseInputs,
+    Judgement,
+    MetricAround,
+    MetricStats,
+    likely_cause,
+)
 from store.errors import InvalidQueryError
 from store.inventory import resolve_gpus
 from store.processes import PodSpan, ProcessSpan, pods_at, processes_at, processes_between
@@ -27,8 +34,10 @@ __all__ = [
     "CORRELATED_METRICS",
     "MAX_SIDE_MS",
     "Correlation",
+    "JudgeContext",
     "NearbyXid",
     "correlate_xid",
+    "judge_context",
     "judge_xid",
 ]
 
@@ -48,7 +57,20 @@ CORRELATED_METRICS = (
     "remapped_rows_corrected",
     "remapped_rows_uncorrected",
 )
+# What the rules read (store.causes): heat, power, links and memory. The rest is for people.
+JUDGED_METRICS = (
+    "temperature",
+    "power",
+    "sm_clock",
+    "throttle_thermal",
+    "throttle_hw_slowdown",
+    "pcie_replays",
+    "nvlink_errors",
+    "ecc_corrected_volatile",
+    "ecc_uncorrected_volatile",
+)
 MAX_SIDE_MS = 24 * 3_600_000
+MAX_CONTEXT_XIDS = 20_000
 WINDOW_BUCKETS = 30  # per side at most; fewer when fewer samples are there
 JUDGE_BEFORE_MS = 15 * 60_000
 JUDGE_AFTER_MS = 5 * 60_000
@@ -139,6 +161,33 @@ async def correlate_xid(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class JudgeContext:
+    """The node's XIDs (newest first) and processes over a span, read once for many
+    judgements (health judges every GPU's XIDs); each judgement takes its own day either side.
+    """
+
+    xids: tuple[StoredXid, ...]
+    workloads: tuple[ProcessSpan, ...]
+
+
+async def judge_context(
+    conn: aiosqlite.Connection, since_ms: int, until_ms: int, *, now_ms: int
+) -> JudgeContext:
+    """The context of every XID between ``since_ms`` and ``until_ms``, in two reads."""
+    lo, hi = since_ms - CONTEXT_MS, min(now_ms, until_ms + CONTEXT_MS) + 1
+    xids: list[StoredXid] = []
+    cursor = None
+    while len(xids) < MAX_CONTEXT_XIDS:
+        page = await list_xids(
+            conn, XidFilter(since_ms=lo, until_ms=hi), limit=MAX_PAGE, cursor=cursor
+        )
+        xids += page.events
+        if (cursor := page.next_cursor) is None:
+            break
+    return JudgeContext(tuple(xids), tuple(await processes_between(conn, lo, hi)))
+
+
 async def judge_xid(
     conn: aiosqlite.Connection,
     event: StoredXid,
@@ -146,39 +195,44 @@ async def judge_xid(
     found: tuple[int, InventoryGpu] | None,
     now_ms: int,
     retention: RetentionPolicy,
+    context: JudgeContext | None = None,
 ) -> Judgement:
     """``event``'s cause and action from its fixed context (see the module's docstring).
 
-    Telemetry is read only for codes whose cause depends on it (not the application's).
+    ``context`` read beforehand saves the reads of XIDs and processes; the answer is the
+    same. Telemetry is read only for codes whose cause depends on it.
     """
     t = event.ts_ms
-    page = await list_xids(
-        conn,
-        XidFilter(since_ms=t - CONTEXT_MS, until_ms=min(now_ms, t + CONTEXT_MS) + 1),
-        limit=MAX_PAGE,
-    )
+    lo, hi = t - CONTEXT_MS, min(now_ms, t + CONTEXT_MS) + 1
+    if context is None:
+        context = JudgeContext(
+            (await list_xids(conn, XidFilter(since_ms=lo, until_ms=hi), limit=MAX_PAGE)).events,
+            tuple(await processes_between(conn, lo, hi - 1)),
+        )
+    around = [e for e in context.xids if e.last_ts_ms >= lo and e.ts_ms < hi][:MAX_PAGE]
     nearby = tuple(
         (e, (e.ts_ms - t) / 1000, e.kind == "xid" and e.pci_bus_id == event.pci_bus_id)
-        for e in sorted(page.events, key=lambda e: (e.ts_ms, e.id))
+        for e in sorted(around, key=lambda e: (e.ts_ms, e.id))
         if e.id != event.id
     )
+    workloads = tuple(p for p in context.workloads if p.last_ts_ms >= lo and p.first_ts_ms < hi)
     metrics: tuple[MetricAround, ...] = ()
     states: list[GpuStateEvent] = []
     if found is not None:
         gpu_id, gpu = found
-        if event.xid not in (13, 31, 43, 45):
-            until = min(t + JUDGE_AFTER_MS, now_ms)
-            window = (t - JUDGE_BEFORE_MS, until)
-            metrics = await _metrics(conn, gpu_id, gpu, t, *window, now_ms, retention)
+        if event.xid not in APP_CODES | {45}:
+            window = (t - JUDGE_BEFORE_MS, min(t + JUDGE_AFTER_MS, now_ms))
+            metrics = await _metrics(
+                conn, gpu_id, gpu, t, *window, now_ms, retention, names=JUDGED_METRICS
+            )
         states = await _gpu_events(conn, gpu_id, gpu.info.uuid, t, t + JUDGE_AFTER_MS)
-    workloads = await processes_between(conn, t - CONTEXT_MS, min(now_ms, t + CONTEXT_MS))
     return likely_cause(
         CauseInputs(
             event=event,
             gpu=found[1] if found is not None else None,
             metrics={m.metric: m for m in metrics},
             nearby=nearby,
-            workloads=tuple(workloads),
+            workloads=workloads,
             gpu_events=tuple(states),
             before_ms=JUDGE_BEFORE_MS,
         )
@@ -223,6 +277,8 @@ async def _metrics(
     until_ms: int,
     now_ms: int,
     retention: RetentionPolicy,
+    *,
+    names: tuple[str, ...] = CORRELATED_METRICS,
 ) -> tuple[MetricAround, ...]:
     """Each correlated metric before and after ``t``; a rollup tier's window stops at its step.
 
@@ -241,9 +297,10 @@ async def _metrics(
     if tier is TIERS[0]:
         sides = [await _sampled(conn, gpu_id, a, b) for a, b, _ in sides]
     out = []
-    for name in CORRELATED_METRICS:
+    for name in names:
         before, after = [
-            await _stats(conn, gpu, name, side, tier.name, now_ms, retention) for side in sides
+            await _stats(conn, (gpu_id, gpu), name, side, tier.name, now_ms, retention)
+            for side in sides
         ]
         unit = before.unit if before else after.unit if after else ""
         out.append(MetricAround(name, unit, _summary(before), _summary(after)))
@@ -269,7 +326,7 @@ async def _sampled(
 
 async def _stats(
     conn: aiosqlite.Connection,
-    gpu: InventoryGpu,
+    gpu: tuple[int, InventoryGpu],
     metric: str,
     window: tuple[int, int, int],
     tier: str,
@@ -286,7 +343,7 @@ async def _stats(
         until_ms=until_ms,
         buckets=buckets,
         now_ms=now_ms,
-        gpus=[gpu.info.uuid],
+        resolved=[gpu],
         retention=retention,
         tier=tier,
     )

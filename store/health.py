@@ -34,7 +34,7 @@ from store.actions import (
     steps_for,
 )
 from store.causes import CauseInputs, Judgement, likely_cause
-from store.correlation import gpu_of, judge_xid
+from store.correlation import gpu_of, judge_context, judge_xid
 from store.coverage import Coverage, store_coverage
 from store.errors import InvalidQueryError
 from store.inventory import latest_samples, select_gpus
@@ -365,10 +365,17 @@ async def _judge(
     now_ms: int,
     retention: RetentionPolicy,
 ) -> dict[int, Judgement]:
+    events = events_to_judge(facts, gpus)
+    if not events:
+        return {}
+    times = [e.ts_ms for e in events]
+    context = await judge_context(conn, min(times), max(times), now_ms=now_ms)
     out: dict[int, Judgement] = {}
-    for e in events_to_judge(facts, gpus):
+    for e in events:
         found = await gpu_of(conn, e)
-        out[e.id] = await judge_xid(conn, e, found=found, now_ms=now_ms, retention=retention)
+        out[e.id] = await judge_xid(
+            conn, e, found=found, now_ms=now_ms, retention=retention, context=context
+        )
     return out
 
 

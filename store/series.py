@@ -25,7 +25,7 @@ import aiosqlite
 from store.errors import InvalidQueryError
 from store.inventory import resolve_gpus
 from store.metrics import Metric, get_metric
-from store.records import Bucket, Series
+from store.records import Bucket, InventoryGpu, Series
 from store.retention import RetentionPolicy
 from store.trend import Reading, Threshold, TrendReport, assess_trend, crossing_bucket
 
@@ -136,15 +136,18 @@ async def metric_series(
     retention: RetentionPolicy | None = None,
     tier: str | None = None,
     no_finer_than_samples: bool = False,
+    resolved: Sequence[tuple[int, InventoryGpu]] | None = None,
 ) -> list[Series]:
     """``metric`` for each selected GPU (all by default), bucketed; empty buckets kept.
 
+    ``resolved`` (row id, GPU) pairs from :func:`resolve_gpus` skip resolving ``gpus`` again,
+    for callers that read many metrics of one GPU.
     ``tier`` forces a tier (``raw``, ``1m``, ``1h``) instead of choosing one.
     ``no_finer_than_samples`` caps the bucket count at the window over the sampling interval
     (:func:`sample_interval_ms`), so no bucket is narrower than the time between samples.
     """
     m = get_metric(metric) if isinstance(metric, str) else metric
-    selected = await resolve_gpus(conn, gpus)
+    selected = list(resolved) if resolved is not None else await resolve_gpus(conn, gpus)
     if no_finer_than_samples and 1 <= buckets <= MAX_BUCKETS and until_ms > since_ms:
         interval = await sample_interval_ms(
             conn, [gpu_id for gpu_id, _ in selected], since_ms=since_ms, until_ms=until_ms
