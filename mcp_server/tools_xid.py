@@ -261,7 +261,9 @@ def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
 
     @server.tool(annotations=READ_ONLY)
     async def correlate_xid(
-        event_id: Annotated[int, Field(ge=1, description="the id from list_xid_events")],
+        event_id: Annotated[
+            int, Field(ge=1, le=2**63 - 1, description="the id from list_xid_events")
+        ],
         before: Annotated[
             str, Field(max_length=10, description="how far back to look (e.g. 15m, 2h)")
         ] = "15m",

@@ -10,6 +10,8 @@ with exit status 0.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ import httpx2
 import pytest
 
 from tests.daemons import DaemonProcess
+from watcher.logs import FOREIGN_LINES_PER_MINUTE
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +69,9 @@ def post(client: httpx2.Client, body: bytes, **headers: str) -> httpx2.Response:
 
 # -- garbage ---------------------------------------------------------------------------------
 
-DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP = b"[" * 50_000 + b"]" * 50_000  # under the size limit: refused for its depth
 PARSE_ERROR = {-32700}
+INVALID_REQUEST = {-32600}
 # JSON-RPC says -32600 (Invalid Request); the SDK answers -32602 (Invalid params).
 NOT_A_MESSAGE = {-32600, -32602}
 
@@ -79,9 +83,24 @@ NOT_A_MESSAGE = {-32600, -32602}
         (b"", PARSE_ERROR, "Parse error"),
         (b"\xff\xfe\x00garbage", PARSE_ERROR, "Parse error"),
         (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', PARSE_ERROR, "Parse error"),
-        (DEEP, PARSE_ERROR, "recursion limit"),
+        (DEEP, INVALID_REQUEST, "nested deeper than 32 levels"),
         (b'{"hello": "world"}', NOT_A_MESSAGE, "jsonrpc"),
-        (b"[1, 2, 3]", NOT_A_MESSAGE, "JSONRPCRequest"),
+        (b"[1, 2, 3]", INVALID_REQUEST, "batch arrays are not supported"),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', INVALID_REQUEST, "batch arrays"),
+        (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', INVALID_REQUEST, "id must be"),
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', INVALID_REQUEST, "id must be"),
+        (b'{"jsonrpc": "2.0", "id": true, "method": "ping"}', INVALID_REQUEST, "id must be"),
+        (b'{"jsonrpc": "2.0", "id": 1e999, "method": "ping"}', PARSE_ERROR, "out of range"),
+        (
+            b'{"jsonrpc": "2.0", "id": NaN, "method": "ping"}',
+            PARSE_ERROR,
+            "NaN and Infinity are not",
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": -Infinity}}',
+            PARSE_ERROR,
+            "NaN and Infinity are not",
+        ),
         (b'{"jsonrpc": "1.0", "id": 1, "method": "ping"}', NOT_A_MESSAGE, "jsonrpc"),
         (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": 7}', NOT_A_MESSAGE, "params"),
     ],
@@ -90,9 +109,16 @@ NOT_A_MESSAGE = {-32600, -32602}
         "empty",
         "not-utf8",
         "truncated",
-        "nested-100k-deep",
+        "nested-50k-deep",
         "json-not-jsonrpc",
         "array",
+        "batch",
+        "object-id",
+        "float-id",
+        "bool-id",
+        "overflowing-id",
+        "nan-id",
+        "infinite-param",
         "wrong-jsonrpc-version",
         "params-not-an-object",
     ],
@@ -121,6 +147,7 @@ def test_an_unknown_method_gets_method_not_found(client: httpx2.Client) -> None:
         ("explain_xid", {"code": "seventy-nine"}, "code"),
         ("explain_xid", {"code": -1}, "greater than or equal to 0"),
         ("explain_xid", {"code": 10**30}, "code"),
+        ("correlate_xid", {"event_id": 2**63}, "less than or equal to 9223372036854775807"),
         ("explain_xid", {}, "Field required"),
         ("explain_xid", {"code": 79, "kind": "gremlin"}, "kind"),
         ("list_xid_events", {"since": "the day before yesterday-ish"}, "since"),
@@ -133,6 +160,7 @@ def test_an_unknown_method_gets_method_not_found(client: httpx2.Client) -> None:
         "string-for-int",
         "below-bound",
         "huge-int",
+        "event-id-past-int64",
         "missing-required",
         "bad-literal",
         "unparseable-time",
@@ -210,6 +238,78 @@ def test_a_huge_body_is_refused_without_the_daemon_growing(
     assert post(client, rpc("ping")).json()["result"] == {}  # and it still serves
 
 
+def _many_small_objects(total_bytes: int) -> bytes:
+    """A tool argument of tiny objects: about 100 MB of Python objects if parsed at 4 MiB."""
+    items = b",".join([b'{"a":1}'] * (total_bytes // 8))
+    return rpc("tools/call", {"name": "explain_xid", "arguments": {"code": 79}})[:-3] + (
+        b', "pad": [' + items + b"]}}}"
+    )
+
+
+def test_bodies_of_many_small_objects_are_refused_before_they_are_parsed(
+    daemon: DaemonProcess,
+) -> None:
+    body = _many_small_objects(4 * MIB - 64 * 1024)  # under the SDK's own 4 MiB limit
+    with httpx2.Client(base_url=daemon.url, timeout=30) as c:
+        post(c, rpc("ping"))  # warm
+    daemon.reset_peak()
+    before_kib = daemon.memory_kib()
+
+    def send(_: int) -> int:
+        with httpx2.Client(base_url=daemon.url, timeout=30) as c:
+            return post(c, body).status_code
+
+    with ThreadPoolExecutor(5) as pool:
+        statuses = list(pool.map(send, range(10)))
+    peak_kib = daemon.memory_kib("VmHWM") - before_kib
+    print(f"10 x 4 MiB of small objects, 5 at once: peak RSS +{peak_kib} KiB")
+    assert statuses == [413] * 10
+    assert peak_kib < 16 * 1024  # parsed, five of them would be about 500 MB
+
+
+# -- errors a client causes ------------------------------------------------------------------
+
+CLIENT_ERRORS = [
+    ("prompts/get", {"name": "no-such-prompt"}),
+    ("resources/read", {"uri": "xid://catalog/abc"}),
+    ("tools/call", {"name": "correlate_xid", "arguments": {"event_id": 2**63}}),
+]
+
+
+def test_errors_clients_cause_are_answered_and_logged_as_a_few_json_lines(
+    daemon: DaemonProcess,
+) -> None:
+    lines_before = len(daemon.log.read_text().splitlines())
+
+    def call(n: int) -> dict[str, Any]:
+        method, params = CLIENT_ERRORS[n % len(CLIENT_ERRORS)]
+        with httpx2.Client(base_url=daemon.url, timeout=30) as c:
+            answer: dict[str, Any] = post(c, rpc(method, params, id_=n)).json()
+            return answer
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(call, range(60)))
+    for n, answer in enumerate(answers):
+        assert answer["id"] == n
+        if n % 3 == 2:  # the tool call: an error result naming the bound
+            assert answer["result"]["isError"] is True
+            assert "less than or equal to" in answer["result"]["content"][0]["text"]
+        else:
+            assert "error" in answer
+    new_lines = daemon.log.read_text().splitlines()[lines_before:]
+    assert all(line.startswith("{") for line in new_lines), new_lines[:20]  # no Rich box
+    failed = Counter(
+        r["logger"] for r in map(json.loads, new_lines) if r["event"] == "mcp_request_failed"
+    )
+    assert failed and all(n <= FOREIGN_LINES_PER_MINUTE for n in failed.values()), failed
+    assert post_ok(daemon)
+
+
+def post_ok(daemon: DaemonProcess) -> bool:
+    with httpx2.Client(base_url=daemon.url, timeout=10) as c:
+        return bool(c.get("/healthz").status_code == 200)
+
+
 # -- a storm of calls ------------------------------------------------------------------------
 
 
@@ -283,3 +383,36 @@ def test_hundreds_of_stalled_connections_do_not_starve_the_probes(
             assert post(client, rpc("ping")).status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
+
+
+def test_running_out_of_file_descriptors_logs_json_lines_and_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """accept() failing with EMFILE: a few one-line JSON errors, then service resumes."""
+    d = DaemonProcess(tmp_path_factory.mktemp("nofile"), SIMULATED)
+    try:
+        soft, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (in_use + 4, hard))
+        with ExitStack() as stack:
+            for _ in range(30):
+                stack.enter_context(socket.create_connection(("127.0.0.1", d.port), 5))
+            for _ in range(200):  # until the daemon has met the limit
+                if "out of system resource" in d.log.read_text():
+                    break
+                time.sleep(0.02)
+        resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for _ in range(100):  # accept() resumes a second after it failed
+            try:
+                if d.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        assert d.get("/healthz")[0] == 200
+    finally:
+        assert d.stop() == 0, d.log.read_text()
+    lines = d.log.read_text().splitlines()
+    assert all(line.startswith("{") for line in lines), lines
+    accept = [r for r in d.log_records() if "out of system resource" in r["event"]]
+    assert 1 <= len(accept) <= FOREIGN_LINES_PER_MINUTE
+    assert accept[0]["logger"] == "asyncio" and "Too many open files" in accept[0]["exception"]
