@@ -1,13 +1,27 @@
 """Numbered schema migrations, applied in order at open; ``PRAGMA user_version`` records them.
 
 A migration is never edited once released: a change to the schema is a new entry.
+``PRAGMA application_id`` marks the file as an xidwatch store (set on every store a writer
+opens, old ones included), so a file of anyone else's is never taken for one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
-__all__ = ["MIGRATIONS", "ROLLUP_TIERS", "SCHEMA_VERSION", "migrate"]
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "ROLLUP_TIERS",
+    "SCHEMA_VERSION",
+    "migrate",
+    "normalize_record_text",
+    "record_key",
+]
+
+APPLICATION_ID = 0x58494457
+"""``PRAGMA application_id`` of an xidwatch store: "XIDW" in ASCII."""
 
 # Frozen copies of the column lists migration 2 was released with (the live registry in
 # store.metrics may grow; a later migration then adds columns).
@@ -188,6 +202,26 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX gpu_pods_by_time ON gpu_pods (gpu, last_ts);
     """,
+    # 5: replay is idempotent by content. The identity (see record_key) of every kernel
+    # record stored from a text (captures, tailed files; kmsg has UNIQUE (boot_id, seq)), on
+    # its own row or folded into a burst, with its time: the writer skips a record whose key
+    # is here, and drops keys older than the oldest event it keeps. Rows stored before this
+    # get their keys where they are known (not bursts: their first record is not kept).
+    """
+    CREATE TABLE xid_keys (
+        content_key BLOB PRIMARY KEY,
+        ts_ms       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX xid_keys_by_time ON xid_keys (ts_ms);
+    INSERT OR IGNORE INTO xid_keys (content_key, ts_ms)
+    SELECT xidwatch_record_key(boot_id, seq, ts_ms, raw, nth), ts_ms FROM (
+        SELECT boot_id, seq, ts_ms, raw, row_number() OVER (
+            PARTITION BY xidwatch_record_key(boot_id, seq, ts_ms, raw, 0) ORDER BY id
+        ) - 1 AS nth
+        FROM xid_events
+        WHERE burst = 0 AND injected = 0 AND raw != '' AND (boot_id IS NULL OR seq IS NULL)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -205,7 +239,37 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"store schema version {found} is newer than this xidwatch understands "
             f"({SCHEMA_VERSION}); upgrade xidwatch or point --db at another file"
         )
+    conn.create_function("xidwatch_record_key", 5, _sql_record_key, deterministic=True)
     for version in range(found + 1, SCHEMA_VERSION + 1):
         script = MIGRATIONS[version - 1]
         conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     return found
+
+
+def normalize_record_text(text: str) -> str:
+    """A kernel record's text as its identity sees it: line endings and trailing blanks gone."""
+    return "\n".join(line.rstrip() for line in text.splitlines()).rstrip()
+
+
+def record_key(boot_id: str | None, seq: int | None, ts_ms: int, text: str, nth: int = 0) -> bytes:
+    """The identity of one kernel record, whichever capture or source it arrived in.
+
+    A record with a boot id and a sequence number (kmsg) is that pair and its text; its
+    wall time is left out, as it is derived afresh on each read. Any other record is its
+    time (and sequence number, if the capture has one) and its normalised text; ``nth``
+    tells apart identical lines at the same millisecond of one stream (0 for the first).
+    """
+    when = "" if boot_id is not None and seq is not None else str(ts_ms)
+    parts = (boot_id or "", "" if seq is None else str(seq), when, str(nth))
+    head = "\x1f".join(parts)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(head.encode())
+    digest.update(b"\x1e")
+    digest.update(normalize_record_text(text).encode("utf-8", "surrogatepass"))
+    return digest.digest()
+
+
+def _sql_record_key(boot_id: str | None, seq: int | None, ts_ms: int, raw: str, nth: int) -> bytes:
+    return record_key(boot_id, seq, ts_ms, raw, nth)

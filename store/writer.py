@@ -6,6 +6,11 @@ what is queued (group commit: whatever arrived while the last commit ran, up to
 transaction together with the source watermarks, so a crash can lose
 neither an event nor the record of having stored it. A failed commit (disk full, file
 locked) is rolled back and retried with backoff; the batch is kept in memory meanwhile.
+
+Each kernel record is stored once by its content (:func:`store.schema.record_key`), so a
+capture replayed again, with other line endings or inside a longer one, adds nothing: a
+record already stored (on its own row or folded into a burst) is skipped. The writer holds
+the store's writer lock from :meth:`StoreWriter.open` until its connection closes.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from typing import TypeVar
 import aiosqlite
 import structlog
 
-from store.db import open_for_writing
+from store.db import WriterLock, acquire_writer_lock, open_for_writing
 from store.flood import MAX_BURST_SPAN_MS, FloodKey, FloodPolicy, FloodState
 from store.records import Checkpoint, GpuStateEvent, SampleBatch, XidEvent
 from store.samples import TelemetryResult, TelemetryWriter, pod_columns
+from store.schema import record_key
 
 __all__ = ["StoreWriter", "WriterStats"]
 
 log = structlog.get_logger("store.writer")
 
 Item = XidEvent | Checkpoint | SampleBatch | GpuStateEvent
+_Entry = tuple[Item, bytes | None]  # an item and, for a kernel record's XID, its content key
 T = TypeVar("T")
 
 # Sample batches waiting beyond this many queued items are shed (counted): telemetry is
@@ -44,6 +51,10 @@ INSERT OR IGNORE INTO xid_events (
     namespace, pod, container
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+_INSERT_KEY = "INSERT OR IGNORE INTO xid_keys (content_key, ts_ms) VALUES (?, ?)"
+# Keys of records older than every event kept (retention dropped them) are let go too.
+_DROP_OLD_KEYS = "DELETE FROM xid_keys WHERE ts_ms < (SELECT min(ts_ms) FROM xid_events)"
+_KNOWN_CHUNK = 500  # keys per lookup: under SQLite's oldest limit of 999 variables
 _GROW_BURST = """
 UPDATE xid_events SET count = count + ?, last_ts_ms = max(last_ts_ms, ?),
     pid = ?, process = ?, message = ?, raw = ?, namespace = ?, pod = ?, container = ?
@@ -98,6 +109,7 @@ class _Growth:
 @dataclass(slots=True)
 class _Plan:
     inserts: list[XidEvent] = field(default_factory=list)
+    keys: list[tuple[bytes, int]] = field(default_factory=list)  # (content key, ts_ms) to add
     accepted: list[XidEvent] = field(default_factory=list)
     growths: list[_Growth] = field(default_factory=list)
     current: dict[FloodKey, _Growth] = field(default_factory=dict)
@@ -133,16 +145,26 @@ class StoreWriter:
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._conn: aiosqlite.Connection | None = None
+        self._writer_lock: WriterLock | None = None
+        self._repeats: dict[str, tuple[int, dict[bytes, int]]] = {}
         self._watermarks: dict[str, int] = {}
         self._bursts: dict[FloodKey, _Burst] = {}
         self._telemetry = TelemetryWriter()
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open the connection and load watermarks and open bursts from the store."""
-        self._conn = await open_for_writing(self.path)
+        """Take the writer lock, open the connection, load watermarks and open bursts.
+
+        Fails at once (:class:`store.db.StoreLockedError`) if another process writes here.
+        """
+        self._writer_lock = await asyncio.to_thread(acquire_writer_lock, self.path)
+        try:
+            self._conn = await open_for_writing(self.path)
+        except BaseException:
+            self._release_lock()
+            raise
         async with self._conn.execute("SELECT source_key, position FROM watermarks") as cur:
             self._watermarks = {str(k): int(p) async for k, p in cur}
         cutoff_ms = int(self._clock() * 1000) - self._flood.policy.gap_ms
@@ -166,7 +188,29 @@ class StoreWriter:
             if not item.gpus:
                 return
             item = _announcement_only(item)
-        self._queue.put_nowait(item)
+        key = self._content_key(item) if isinstance(item, XidEvent) else None
+        self._queue.put_nowait((item, key))
+
+    def _content_key(self, event: XidEvent) -> bytes | None:
+        """The kernel record's identity, for records from a text (a capture, a tailed file).
+
+        None where the store needs none: a kmsg record is already one row per
+        ``UNIQUE(boot_id, seq)``; NVML and ``xidwatch inject`` carry no kernel line.
+        Identical lines at the same millisecond of one stream are told apart by their order.
+        """
+        if not event.raw or event.injected or (event.boot_id is not None and event.seq is not None):
+            return None
+        base = record_key(event.boot_id, event.seq, event.ts_ms, event.raw)
+        stream = event.cursor.source_key if event.cursor is not None else event.source
+        at_ms, seen = self._repeats.get(stream, (None, {}))
+        if at_ms != event.ts_ms:
+            seen = {}
+            self._repeats[stream] = (event.ts_ms, seen)
+        nth = seen.get(base, 0)
+        seen[base] = nth + 1
+        return (
+            base if nth == 0 else record_key(event.boot_id, event.seq, event.ts_ms, event.raw, nth)
+        )
 
     async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on the write connection between commits (retention, vacuum)."""
@@ -193,11 +237,20 @@ class StoreWriter:
         self._queue.put_nowait(None)
 
     async def aclose_connection(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        """Close the connection and give the writer lock back."""
+        try:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+        finally:
+            self._release_lock()
 
-    async def _next_batch(self) -> tuple[list[Item], bool]:
+    def _release_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+    async def _next_batch(self) -> tuple[list[_Entry], bool]:
         first = await self._queue.get()
         if first is None:
             return self._drain_nowait(), True
@@ -219,35 +272,37 @@ class StoreWriter:
             batch.append(item)
         return batch, False
 
-    def _drain_nowait(self) -> list[Item]:
-        items: list[Item] = []
+    def _drain_nowait(self) -> list[_Entry]:
+        items: list[_Entry] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
                 items.append(item)
         return items
 
-    async def _commit(self, batch: list[Item]) -> None:
+    async def _commit(self, batch: list[_Entry]) -> None:
         backoff_s = 0.05
         while True:
             flood = self._flood.copy()
             bursts = {
                 k: _Burst(b.row_id, b.first_ts_ms, b.last_ts_ms) for k, b in self._bursts.items()
             }
-            plan = self._plan(batch, flood, bursts)
+            plan = _Plan()
             started = time.perf_counter()
             try:
                 async with self._lock:
+                    known = await self._known_keys(batch)
+                    plan = self._plan(batch, flood, bursts, known)
                     await self._apply(plan)
             except sqlite3.OperationalError as e:
                 await self._rollback()
                 self.failing = str(e)
                 self._telemetry.rolled_back()
-                shed = sum(len(b.samples) for b in plan.samples)
+                shed = sum(len(i.samples) for i, _ in batch if isinstance(i, SampleBatch))
                 self.stats.samples_shed += shed
                 batch = [
-                    _announcement_only(i) if isinstance(i, SampleBatch) else i
-                    for i in batch
+                    (_announcement_only(i), k) if isinstance(i, SampleBatch) else (i, k)
+                    for i, k in batch
                     if not isinstance(i, SampleBatch) or i.gpus
                 ]
                 self.stats.commit_retries += 1
@@ -294,10 +349,31 @@ class StoreWriter:
         if self._on_commit is not None:
             self._on_commit(plan.accepted)
 
-    def _plan(self, batch: list[Item], flood: FloodState, bursts: dict[FloodKey, _Burst]) -> _Plan:
+    async def _known_keys(self, batch: list[_Entry]) -> set[bytes]:
+        """Which of the batch's content keys the store already holds (row or folded)."""
+        conn = self._conn
+        assert conn is not None, "StoreWriter.open() was not awaited"
+        keys = [k for _, k in batch if k is not None]
+        known: set[bytes] = set()
+        for start in range(0, len(keys), _KNOWN_CHUNK):
+            chunk = keys[start : start + _KNOWN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT content_key FROM xid_keys WHERE content_key IN ({marks})"
+            async with conn.execute(query, chunk) as cur:
+                known.update([bytes(row[0]) async for row in cur])
+        return known
+
+    def _plan(
+        self,
+        batch: list[_Entry],
+        flood: FloodState,
+        bursts: dict[FloodKey, _Burst],
+        known: set[bytes] | None = None,
+    ) -> _Plan:
         plan = _Plan()
         marks = plan.watermarks
-        for item in batch:
+        stored = set(known or ())
+        for item, content_key in batch:
             if isinstance(item, SampleBatch):
                 plan.samples.append(item)
                 continue
@@ -313,6 +389,12 @@ class StoreWriter:
                 marks[cursor.source_key] = cursor.position
             if isinstance(item, Checkpoint):
                 continue
+            if content_key is not None:
+                if content_key in stored:  # this kernel record is stored already
+                    plan.duplicates += 1
+                    continue
+                stored.add(content_key)
+                plan.keys.append((content_key, item.ts_ms))
             plan.accepted.append(item)
             key: FloodKey = (item.kind, item.pci_bus_id or "", item.xid)
             # A synthetic XID keeps its own row and spends no real event's token.
@@ -371,6 +453,9 @@ class StoreWriter:
                 )
         if grows:
             await conn.executemany(_GROW_BURST, grows)
+        if plan.keys:
+            await conn.executemany(_INSERT_KEY, plan.keys)
+            await conn.execute(_DROP_OLD_KEYS)
         if plan.watermarks:
             await conn.executemany(
                 _UPSERT_WATERMARK, [(k, p, now_ms) for k, p in plan.watermarks.items()]

@@ -33,6 +33,7 @@ def daemon(*args: str) -> Iterator[subprocess.Popen[bytes]]:
                 "cli",
                 "--log-json",
                 "run",
+                "--no-http",  # the default port may be taken (a daemon running here)
                 "--no-nvml",
                 "--flood-per-minute",
                 "0",

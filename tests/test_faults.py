@@ -336,12 +336,11 @@ def _torn_pages(db: Path) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", [_garbage, _torn_pages], ids=["garbage", "torn-pages"])
 def test_a_corrupt_store_is_moved_aside_loudly_and_the_daemon_records_into_a_fresh_one(
-    tmp_path: Path, damage: Callable[[Path], bytes]
+    tmp_path: Path,
 ) -> None:
     db, log_file = tmp_path / "xidwatch.db", tmp_path / "kern.log"
-    damaged = damage(db)
+    damaged = _torn_pages(db)
     append(log_file, [xid_line(n) for n in range(20)])
     with daemon_process(db, log_file) as daemon:
         daemon.wait_for_log("daemon_started")  # only then is the store the fresh one
@@ -356,6 +355,65 @@ def test_a_corrupt_store_is_moved_aside_loudly_and_the_daemon_records_into_a_fre
     assert len(kept) == len(damaged) and kept[PAGE:] == damaged[PAGE:]
     assert errors[0]["error"]
     assert stored_pids(db) == list(range(20))
+
+
+def _cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+@pytest.mark.slow
+def test_a_file_that_is_not_a_store_is_refused_by_run_and_replay_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "kern.log"
+    append(log_file, [xid_line(n) for n in range(3)])
+    for name, make in (("xidwatch.yaml", _yaml_config), ("garbage.db", _garbage)):
+        target = tmp_path / name
+        before = make(target)
+        replayed = _cli("replay", str(log_file), "--db", str(target))
+        with daemon_process(target, log_file) as daemon:
+            rc = daemon.proc.wait(30)
+            said = [e["event"] for e in daemon.logs()]
+        assert replayed.returncode != 0 and rc != 0, (replayed, said)
+        assert "not a SQLite database" in replayed.stderr
+        assert len(replayed.stderr.strip().splitlines()) == 1, replayed.stderr
+        assert "store_corrupt_moved_aside" not in said
+        assert target.read_bytes() == before
+    assert _asides(tmp_path) == []
+
+
+def _yaml_config(path: Path) -> bytes:
+    path.write_text("db: /var/lib/xidwatch/xidwatch.db\nsample_interval_s: 5\n")
+    return path.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_second_daemon_on_a_store_refuses_at_once_and_nothing_is_counted_twice(
+    tmp_path: Path,
+) -> None:
+    """Two `xidwatch run` on one store (by mistake, or a DaemonSet rollout's overlap)."""
+    db, log_file = tmp_path / "xidwatch.db", tmp_path / "kern.log"
+    append(log_file, [xid_line(n) for n in range(100)])
+    with daemon_process(db, log_file, "--flood-per-minute", "0") as first:
+        first.wait_for_log("daemon_started")
+        wait_for_count(db, 100)
+        started = time.monotonic()
+        second = _cli(
+            "run", "--db", str(db), "--no-kmsg", "--no-nvml", "--no-http",
+            "--log-file", str(log_file), "--log-file-from-start",
+        )  # fmt: skip
+        took_s = time.monotonic() - started
+        assert second.returncode != 0
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"pid {first.proc.pid}" in lines[0], second.stderr
+        assert took_s < 20  # at once: no waiting on the holder
+        listed = _cli("xids", "--db", str(db), "--json")  # readers work beside the writer
+        assert listed.returncode == 0, listed.stderr
+        append(log_file, [xid_line(n) for n in range(100, 300)])
+        wait_for_count(db, 300)
+        assert first.terminate(30)[0] == 0, first.logs()
+    assert stored_pids(db) == list(range(300))
 
 
 def test_a_corrupt_store_is_moved_aside_byte_for_byte_as_found(tmp_path: Path) -> None:
