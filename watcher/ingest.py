@@ -49,7 +49,7 @@ async def replay_captures(
             source = ReplaySource(path, boot_wall_ms=boot_wall_ms, now_ms=now_ms)
             await source.run(pipeline.handle)
             lines += source.lines_read
-            pipeline.flush()
+            pipeline.flush(final=True)  # the capture is whole: nothing more will come
         await writer.close()
         await writer_task
     finally:

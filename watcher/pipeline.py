@@ -6,7 +6,10 @@ skips anything. Two witnesses of one error are merged here: an implied XID 79 ("
 off the bus") right after another 79 on the same GPU, and the same event seen by two
 sources (kmsg and a log file) within a couple of seconds, and NVML's XID event for the
 same GPU and code as a kernel log line (the NVML one is held back briefly to give the
-kernel line time to arrive, and stored on its own only if none does).
+kernel line time to arrive, and stored on its own only if none does). NVSwitch SXid
+follow-on lines (``Severity ...``, ``Data {...}``) fold into their header line; with no
+header within a couple of seconds either side (a capture cut, a wrapped ring buffer) they
+become the event themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ IMPLIED_79_WINDOW_MS = 10 * 60_000
 CROSS_SOURCE_WINDOW_MS = 2_000
 NVML_WITNESS_WINDOW_MS = 10_000  # kernel line and NVML event of one XID are this close
 NVML_HOLD_MS = 2_000  # how long an NVML XID waits for its kernel line
+SXID_DETAIL_WINDOW_MS = 2_000  # an SXid header and its follow-on lines are this close
 _RECENT_MAX = 4096
 # An XID's pid is looked up in /proc only while it can still be that process: a line
 # replayed from an old log, or read back after a restart, names a pid since reused.
@@ -43,10 +47,24 @@ class PipelineStats:
     events: int = 0
     implied_merged: int = 0
     cross_source_merged: int = 0
-    sxid_details: int = 0
+    sxid_details: int = 0  # follow-on lines folded into their header
+    sxid_headerless: int = 0  # SXids stored from follow-on lines alone
     nvml_events: int = 0
     nvml_merged: int = 0
     nvml_only: int = 0
+
+
+@dataclass(slots=True)
+class _Details:
+    """Follow-on lines of one SXid whose header has not been seen (yet)."""
+
+    record: LogRecord  # the first line's
+    parsed: ParsedXid
+    ts_ms: int
+    last_ms: int
+    messages: list[str]
+    texts: list[str]
+    cursor: SourceCursor | None
 
 
 class XidPipeline:
@@ -77,6 +95,8 @@ class XidPipeline:
         self._pending: dict[str, SourceCursor] = {}
         self._last_79_ms: dict[str | None, int] = {}
         self._recent: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
+        self._sxid_headers: OrderedDict[tuple[str | None, int], int] = OrderedDict()
+        self._details: dict[tuple[str | None, int], _Details] = {}
         self.pods: PodLookup | None = None  # Kubernetes attribution, when on a cluster
 
     def handle(self, record: LogRecord) -> None:
@@ -88,13 +108,29 @@ class XidPipeline:
         parsed = parse_xid(record.text) if record.text else None
         if parsed is None and ("NVRM: Xid" in record.text or "SXid (" in record.text):
             self.stats.parse_failures += 1
+        ts_ms = record.ts_ms if record.ts_ms is not None else record.received_ms
+        if self._details:
+            self._release_details(lambda held: held.last_ms < ts_ms - SXID_DETAIL_WINDOW_MS)
+        if parsed is not None and parsed.detail:
+            if self._hold_detail(record, parsed, ts_ms):
+                return  # its watermark moves with the event it becomes
+            parsed = None  # folded into its header: a checkpoint only
         event = self._event(record, parsed) if parsed is not None else None
         if event is None:
             if record.cursor is not None:
                 self._pending[record.cursor.source_key] = record.cursor
             return
-        if record.cursor is not None:
-            self._pending.pop(record.cursor.source_key, None)
+        self._emit(event)
+
+    def _emit(self, event: XidEvent) -> None:
+        """Hand on an event, after any held SXid lines of its source (watermark order)."""
+        if event.cursor is not None:
+            key = event.cursor.source_key
+            if self._details:
+                self._release_details(lambda held: _source_key(held.cursor) == key)
+            pending = self._pending.get(key)
+            if pending is not None and pending.position <= event.cursor.position:
+                del self._pending[key]  # the event carries the watermark past it
         self.stats.events += 1
         self._put(self._attributed(event))
 
@@ -133,9 +169,16 @@ class XidPipeline:
 
         Call on a timer and at exit (``final``: nothing is held back any longer).
         """
+        if self._details:
+            due = self._now_ms() - SXID_DETAIL_WINDOW_MS
+            self._release_details(lambda held: final or held.last_ms <= due)
+        waiting = {_source_key(held.cursor) for held in self._details.values()}
         pending, self._pending = self._pending, {}
-        for cursor in pending.values():
-            self._put(Checkpoint(cursor))
+        for key, cursor in pending.items():
+            if key in waiting:
+                self._pending[key] = cursor  # not past a line still held
+            else:
+                self._put(Checkpoint(cursor))
         if self._held:
             due = self._now_ms() - NVML_HOLD_MS
             keep = []
@@ -181,11 +224,39 @@ class XidPipeline:
             )
         )
 
+    def _hold_detail(self, record: LogRecord, parsed: ParsedXid, ts_ms: int) -> bool:
+        """Fold an SXid follow-on line into its header (False), or hold it for one (True)."""
+        key = (parsed.pci_bus_id, parsed.xid)
+        header_ms = self._sxid_headers.get(key)
+        if header_ms is not None and abs(ts_ms - header_ms) <= SXID_DETAIL_WINDOW_MS:
+            self.stats.sxid_details += 1
+            return False
+        held = self._details.get(key)
+        if held is None:
+            held = self._details[key] = _Details(record, parsed, ts_ms, ts_ms, [], [], None)
+        held.last_ms = max(held.last_ms, ts_ms)
+        held.messages.append(parsed.message)
+        held.texts.append(record.text)
+        held.cursor = record.cursor or held.cursor
+        return True
+
+    def _release_details(self, due: Callable[[_Details], bool]) -> None:
+        """Store the held follow-on lines ``due`` picks as SXids of their own."""
+        for key, held in list(self._details.items()):
+            if self._details.get(key) is not held or not due(held):
+                continue  # released meanwhile by an event of its source, or not due
+            del self._details[key]
+            merged = replace(held.parsed, message="; ".join(held.messages), detail=False)
+            record = replace(held.record, text="\n".join(held.texts), cursor=held.cursor)
+            event = self._event(record, merged)
+            if event is not None:
+                self.stats.sxid_headerless += 1
+                self._emit(event)
+
     def _event(self, record: LogRecord, parsed: ParsedXid) -> XidEvent | None:
         ts_ms = record.ts_ms if record.ts_ms is not None else record.received_ms
-        if parsed.detail:
-            self.stats.sxid_details += 1
-            return None
+        if parsed.kind == "sxid":
+            self._header_seen(parsed, ts_ms)
         if (
             parsed.kind == "xid"
             and parsed.xid == FALLEN_OFF_BUS_XID
@@ -221,6 +292,18 @@ class XidPipeline:
             injected=injected_id(record.text) is not None,
         )
 
+    def _header_seen(self, parsed: ParsedXid, ts_ms: int) -> None:
+        """Remember an SXid header; follow-on lines already held for it fold into it."""
+        key = (parsed.pci_bus_id, parsed.xid)
+        self._sxid_headers[key] = ts_ms
+        self._sxid_headers.move_to_end(key)
+        if len(self._sxid_headers) > _RECENT_MAX:
+            self._sxid_headers.popitem(last=False)
+        held = self._details.get(key)
+        if held is not None and abs(ts_ms - held.last_ms) <= SXID_DETAIL_WINDOW_MS:
+            del self._details[key]
+            self.stats.sxid_details += len(held.messages)
+
     def _remember_kernel_xid(self, pci: str | None, code: int, ts_ms: int) -> None:
         key = (pci, code)
         self._kernel_xids[key] = ts_ms
@@ -246,3 +329,7 @@ class XidPipeline:
             and seen[0] != source
             and abs(ts_ms - seen[1]) <= CROSS_SOURCE_WINDOW_MS
         )
+
+
+def _source_key(cursor: SourceCursor | None) -> str | None:
+    return None if cursor is None else cursor.source_key

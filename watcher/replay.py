@@ -8,13 +8,18 @@ position its line number.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
 
-from watcher.capture import feed_lines
+from watcher.capture import (
+    CHUNK_BYTES,
+    MAX_DECOMPRESSED_BYTES,
+    CaptureFeeder,
+    CaptureFile,
+    check_capture_times,
+    open_capture,
+)
 from watcher.errors import SourceError
 from watcher.records import LogRecord
 
@@ -23,10 +28,10 @@ __all__ = ["ReplaySource", "capture_digest"]
 _CHUNK_LINES = 2000
 
 
-def capture_digest(path: Path) -> str:
+def capture_digest(path: Path, max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES) -> str:
     """A short content digest naming the capture, whatever its file name."""
     digest = hashlib.sha256()
-    with _open(path) as f:
+    with _open(path, max_decompressed_bytes) as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()[:20]
@@ -36,45 +41,55 @@ class ReplaySource:
     """Feeds every line of one capture to ``sink``, then returns.
 
     Monotonic timestamps (dmesg, raw kmsg) become wall time with ``boot_wall_ms``: this
-    machine's boot by default, or the capture's own boot when the caller knows it.
+    machine's boot by default, or the capture's own boot when the caller knows it. A
+    capture whose stamps would then lie in the future is refused before anything is stored
+    (CaptureTimeError). Memory stays bounded: lines are cut (watcher.capture), a gzip past
+    ``max_decompressed_bytes`` is refused, a truncated one gives what it held.
     """
 
     name = "replay"
 
-    def __init__(self, path: Path, *, boot_wall_ms: int | None, now_ms: Callable[[], int]):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        boot_wall_ms: int | None,
+        now_ms: Callable[[], int],
+        max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+        chunk_bytes: int = CHUNK_BYTES,
+    ):
         self.path = path
         self.lines_read = 0
         self._boot_wall_ms = boot_wall_ms
         self._now_ms = now_ms
+        self._max_decompressed = max_decompressed_bytes
+        self._chunk_bytes = chunk_bytes
 
     def stop(self) -> None:
         """A replay ends by itself; cancelling its task stops it early."""
 
     async def run(self, sink: Callable[[LogRecord], None]) -> None:
         try:
-            key = f"replay:{await asyncio.to_thread(capture_digest, self.path)}"
-            with _open(self.path) as f:
-                position = 0
-                while chunk := await asyncio.to_thread(f.readlines, 1 << 20):
-                    numbered = [
-                        (position + n, raw.decode("utf-8", "replace"))
-                        for n, raw in enumerate(chunk, start=1)
-                    ]
-                    position += len(chunk)
-                    self.lines_read += feed_lines(
-                        numbered,
-                        source=self.name,
-                        source_key=key,
-                        boot_wall_ms=self._boot_wall_ms,
-                        now_ms=self._now_ms(),
-                        sink=sink,
-                    )
+            digest = await asyncio.to_thread(capture_digest, self.path, self._max_decompressed)
+            key = f"replay:{digest}"
+            await asyncio.to_thread(
+                check_capture_times,
+                self.path,
+                boot_wall_ms=self._boot_wall_ms,
+                now_ms=self._now_ms(),
+                max_decompressed_bytes=self._max_decompressed,
+            )
+            feeder = CaptureFeeder(
+                source=self.name, source_key=key, boot_wall_ms=self._boot_wall_ms, sink=sink
+            )
+            with _open(self.path, self._max_decompressed) as f:
+                while chunk := await asyncio.to_thread(f.read_lines, self._chunk_bytes):
+                    self.lines_read += feeder.feed(chunk, now_ms=self._now_ms())
                     await asyncio.sleep(0)
+                self.lines_read += feeder.finish(now_ms=self._now_ms())
         except OSError as e:
             raise SourceError(f"cannot read capture {self.path}: {e.strerror or e}") from e
 
 
-def _open(path: Path) -> BinaryIO:
-    if path.suffix == ".gz":
-        return cast(BinaryIO, gzip.open(path, "rb"))
-    return path.open("rb")
+def _open(path: Path, max_decompressed_bytes: int) -> CaptureFile:
+    return open_capture(path, max_decompressed_bytes=max_decompressed_bytes)

@@ -21,17 +21,25 @@ FALLEN_OFF_BUS_XID = 79
 _ADDR = r"(?P<addr>[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-7])?)"
 _XID_RE = re.compile(
     rf"NVRM: Xid \((?:PCI:)?{_ADDR}(?P<mig>(?: GPU-C?I:[0-9]{{1,3}})*)\): "
-    r"(?P<code>[0-9]{1,6})(?:,\s*(?P<rest>.*)|\s*$)",
+    r"(?P<code>[0-9]{1,6})(?!\w)(?:\s*[,;:]?\s*(?P<rest>.*))?$",
     re.S,
 )
 _MIG_RE = re.compile(r"GPU-(?P<which>C?I):(?P<n>[0-9]{1,3})")
-_PID_RE = re.compile(r"pid=(?P<pid>[^,]*)(?:, name=(?P<name>[^,]*))?(?:,\s*(?P<msg>.*))?", re.S)
-_SXID_RE = re.compile(
-    rf"nvidia-nvswitch[0-9]{{0,4}}: SXid \((?:PCI:)?{_ADDR}\): (?P<code>[0-9]{{1,6}})"
-    r"(?:,\s*(?P<msg>.*)|\s*$)",
+# Fields are normally ", "-separated; some lines drop a comma. A name is quoted, <unknown>,
+# one word, or (comm allows it) two words followed by a comma.
+_PID_RE = re.compile(
+    r"pid=(?P<pid>'[^']*'|[^,\s]*)"
+    r"(?:\s*,?\s*name=(?P<name>'[^']*'|<[^>]*>|[^\s,]+ [^\s,]+(?=,)|[^\s,]*))?"
+    r"(?:\s*,?\s*(?P<msg>.*))?",
     re.S,
 )
-_SXID_DETAIL = ("Severity ", "Data {")
+_SXID_RE = re.compile(
+    rf"nvidia-nvswitch[0-9]{{0,4}}: SXid \((?:PCI:)?{_ADDR}\): (?P<code>[0-9]{{1,6}})(?!\w)"
+    r"(?:\s*[,;:]?\s*(?P<msg>.*))?$",
+    re.S,
+)
+# Follow-on lines of one SXid: "Severity 1 Engine instance 30 ...", "Data {0x..., ...}".
+_SXID_DETAIL_RE = re.compile(r"(?:severity\s*[0-9]|data\s*[{\[])", re.I)
 _FALLEN_RES = (
     re.compile(rf"NVRM: GPU {_ADDR}: GPU has fallen off the bus"),
     re.compile(rf"NVRM: The NVIDIA GPU {_ADDR}\b.{{0,300}}?fallen off the bus", re.S),
@@ -72,7 +80,7 @@ def parse_xid(text: str) -> ParsedXid | None:
             int(m["code"]),
             normalize_pci(m["addr"]),
             message,
-            detail=message.startswith(_SXID_DETAIL),
+            detail=_SXID_DETAIL_RE.match(message) is not None,
         )
     for pattern in _FALLEN_RES:
         if (m := pattern.search(text)) is not None:

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store.records import SourceCursor
-from watcher.capture import CaptureLine, join_multiline, parse_capture_line, to_record
+from watcher.capture import (
+    RECORD_MAX_CHARS,
+    CaptureLine,
+    LineJoiner,
+    cut_text,
+    join_multiline,
+    parse_capture_line,
+    to_record,
+)
 from watcher.records import KERNEL_FACILITY
 from watcher.xid import parse_xid
 
@@ -282,6 +290,111 @@ def test_the_three_line_fallen_off_bus_message_is_joined_into_an_implied_xid_79(
     event = parse_xid(joined.text)
     assert event is not None
     assert (event.xid, event.pci_bus_id, event.implied) == (79, "00000000:18:00.0", True)
+
+
+INDENT = " " * 15
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param(
+            [
+                "[ 500.000001] NVRM: The NVIDIA GPU 0000:18:00.0",
+                f"{INDENT}NVRM: (PCI ID: 10de:2901) installed in this system has",
+                f"{INDENT}NVRM: fallen off the bus and is not responding to commands.",
+            ],
+            id="dmesg-indented-continuations-with-their-nvrm-prefix",
+        ),
+        pytest.param(
+            [
+                "[Tue Nov 24 02:14:07 2026] NVRM: The NVIDIA GPU 0000:18:00.0",
+                "\tNVRM: (PCI ID: 10de:2901) installed in this system has",
+                "\tNVRM: fallen off the bus and is not responding to commands.",
+            ],
+            id="dmesg-t-tab-indented",
+        ),
+        pytest.param(
+            [
+                "2026-11-24T02:14:07+00:00 host kernel: NVRM: The NVIDIA GPU 0000:18:00.0#012"
+                "NVRM: (PCI ID: 10de:2901) installed in this system has#012NVRM: fallen off "
+                "the bus and is not responding to commands.",
+            ],
+            id="rsyslog-012-escapes",
+        ),
+    ],
+)
+def test_a_multiline_record_printed_with_indented_or_escaped_lines_is_one_record(
+    lines: list[str],
+) -> None:
+    out = list(join_multiline((n, _parse(text)) for n, text in enumerate(lines, start=1)))
+
+    assert len(out) == 1
+    assert out[0][0] == len(lines)
+    event = parse_xid(out[0][1].text)
+    assert event is not None
+    assert (event.xid, event.pci_bus_id, event.implied) == (79, "00000000:18:00.0", True)
+    assert event.message == (
+        "The NVIDIA GPU 0000:18:00.0 (PCI ID: 10de:2901) installed in this system has "
+        "fallen off the bus and is not responding to commands."
+    )
+
+
+def test_indented_lines_join_any_record_and_the_next_prefixed_line_starts_a_new_one() -> None:
+    lines = [
+        "[ 7.000000] NVRM: first line of something",
+        "             second line",
+        f"[ 8.000000] {XID_TEXT}",
+    ]
+
+    out = list(join_multiline((n, _parse(t)) for n, t in enumerate(lines, start=1)))
+
+    assert [(p, line.text) for p, line in out] == [
+        (2, "NVRM: first line of something\nsecond line"),
+        (3, XID_TEXT),
+    ]
+
+
+def test_a_raw_kmsg_records_dictionary_lines_are_absorbed_not_added_to_its_text() -> None:
+    lines = [f"6,1234,5678901,c;{XID_TEXT}", " SUBSYSTEM=pci", " DEVICE=+pci:0000:3b:00.0"]
+
+    out = list(join_multiline((n, _parse(t)) for n, t in enumerate(lines, start=1)))
+
+    assert out == [(3, CaptureLine(XID_TEXT, mono_ms=5678, seq=1234))]
+
+
+def test_a_record_split_between_two_pushes_is_still_one_record() -> None:
+    joiner = LineJoiner()
+    parsed = [(n, _parse(t)) for n, t in enumerate(FALLEN_LINES, start=1)]
+
+    first = joiner.push(*parsed[0]) + joiner.push(*parsed[1])
+    rest = joiner.push(*parsed[2]) + joiner.finish()
+
+    assert first == []
+    assert len(rest) == 1 and rest[0][1].text.count("\n") == 2
+
+
+def test_an_endless_run_of_indented_lines_is_cut_into_bounded_records() -> None:
+    lines = [(1, _parse("[ 1.000000] start"))] + [
+        (n, _parse(f"   continuation {n:06d}")) for n in range(2, 5_002)
+    ]
+
+    out = list(join_multiline(lines))
+
+    assert len(out) > 1
+    assert max(len(line.text) for _, line in out) <= RECORD_MAX_CHARS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("short line\n", "short line\n", id="short"),
+        pytest.param("x" * 5000 + "\n", "x" * 4096 + "\u2026 [cut: 904 bytes]", id="long"),
+        pytest.param("\u00e9" * 2049, "\u00e9" * 2048 + "\u2026 [cut: 2 bytes]", id="multibyte"),
+    ],
+)
+def test_cut_text_keeps_at_most_the_cap_and_says_how_much_was_cut(text: str, expected: str) -> None:
+    assert cut_text(text, 4096) == expected
 
 
 def test_lines_around_a_joined_message_pass_through_with_their_positions() -> None:

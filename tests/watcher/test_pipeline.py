@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from store.records import Checkpoint, GpuInfo, GpuPod, PodRef, SourceCursor, XidEvent
 from watcher.catalog import default_catalog
 from watcher.pipeline import ATTRIBUTION_MAX_AGE_MS, XidPipeline
@@ -111,3 +113,74 @@ def test_a_live_xid_gets_its_pid_pod_and_an_old_line_is_not_looked_up() -> None:
     live, old = (e for e in out if isinstance(e, XidEvent))
     assert live.pod == PodRef("ml", "train", "trainer")
     assert old.pod is None and pods.asked == [4242]
+
+
+SEVERITY = "nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 20034, Severity 1 Engine instance 30"
+DATA = "nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 20034, Data {0x50c00000, 0x00000000}"
+HEADER = "nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 20034, Fatal, Link 30 LTSSM Fault Up"
+
+
+def _events(out: list[XidEvent | Checkpoint]) -> list[XidEvent]:
+    return [o for o in out if isinstance(o, XidEvent)]
+
+
+def test_sxid_detail_lines_whose_header_is_missing_become_one_event() -> None:
+    out, pipeline = _run(_record(SEVERITY, 1, ts_ms=5_000), _record(DATA, 2, ts_ms=5_000))
+    (event,) = _events(out)
+    assert (event.kind, event.xid, event.pci_bus_id) == ("sxid", 20034, "00000000:05:00.0")
+    assert event.message == "Severity 1 Engine instance 30; Data {0x50c00000, 0x00000000}"
+    assert event.cursor == SourceCursor("kmsg:b", 2) and event.ts_ms == 5_000
+    assert pipeline.stats.sxid_headerless == 1 and pipeline.stats.sxid_details == 0
+
+
+def test_a_header_shortly_after_its_detail_lines_folds_them() -> None:
+    out, pipeline = _run(
+        _record(SEVERITY, 1, ts_ms=5_000),
+        _record(DATA, 2, ts_ms=5_000),
+        _record(HEADER, 3, ts_ms=6_500),
+    )
+    assert [e.message for e in _events(out)] == ["Fatal, Link 30 LTSSM Fault Up"]
+    assert pipeline.stats.sxid_details == 2 and pipeline.stats.sxid_headerless == 0
+
+
+@pytest.mark.parametrize(
+    ("header_code", "header_pci", "header_ms"),
+    [
+        pytest.param(20034, "0000:05:00.0", 1_000, id="header-too-long-before"),
+        pytest.param(12028, "0000:05:00.0", 5_000, id="header-of-another-code"),
+        pytest.param(20034, "0000:06:00.0", 5_000, id="header-of-another-switch"),
+    ],
+)
+def test_detail_lines_not_near_a_header_of_their_switch_and_code_are_their_own_event(
+    header_code: int, header_pci: str, header_ms: int
+) -> None:
+    header = f"nvidia-nvswitch1: SXid (PCI:{header_pci}): {header_code}, Fatal, Link 2"
+    out, _ = _run(_record(header, 1, ts_ms=header_ms), _record(SEVERITY, 2, ts_ms=5_000))
+    assert [e.message for e in _events(out)] == ["Fatal, Link 2", "Severity 1 Engine instance 30"]
+
+
+def test_held_detail_lines_are_stored_before_a_later_event_of_their_source() -> None:
+    x13 = "NVRM: Xid (PCI:0000:3b:00): 13, pid=1, name=a, Graphics Exception"
+    out: list[XidEvent | Checkpoint] = []
+    pipeline = XidPipeline(out.append, default_catalog(), now_ms=lambda: 5_000)
+    pipeline.handle(_record(SEVERITY, 1, ts_ms=5_000))
+    pipeline.handle(_record("noise", 2, ts_ms=5_000))
+    pipeline.flush()  # not due yet: no checkpoint may pass the held line
+    assert out == []
+    pipeline.handle(_record(x13, 3, ts_ms=5_100))
+    assert [(e.xid, e.cursor) for e in _events(out)] == [
+        (20034, SourceCursor("kmsg:b", 1)),
+        (13, SourceCursor("kmsg:b", 3)),
+    ]
+
+
+def test_held_detail_lines_are_stored_once_their_window_has_passed() -> None:
+    out: list[XidEvent | Checkpoint] = []
+    clock = [5_000]
+    pipeline = XidPipeline(out.append, default_catalog(), now_ms=lambda: clock[0])
+    pipeline.handle(_record(SEVERITY, 1, ts_ms=5_000))
+    pipeline.handle(_record("noise", 2, ts_ms=5_500))
+    clock[0] = 7_001
+    pipeline.flush()
+    assert [type(o).__name__ for o in out] == ["XidEvent", "Checkpoint"]
+    assert out[-1] == Checkpoint(SourceCursor("kmsg:b", 2))

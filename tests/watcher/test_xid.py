@@ -147,6 +147,48 @@ XID_SHAPES = [
         ),
         id="uppercase-hex-address",
     ),
+    pytest.param(
+        Shape(
+            "NVRM: Xid (PCI:0000:3b:00): 79 pid=1234, name=python3, GPU has fallen off the bus.",
+            79,
+            "00000000:3B:00.0",
+            "GPU has fallen off the bus.",
+            pid=1234,
+            process="python3",
+        ),
+        id="no-comma-after-the-code",
+    ),
+    pytest.param(
+        Shape(
+            "NVRM: Xid (PCI:0000:3b:00): 79 pid=1234 name=python3 GPU has fallen off the bus.",
+            79,
+            "00000000:3B:00.0",
+            "GPU has fallen off the bus.",
+            pid=1234,
+            process="python3",
+        ),
+        id="no-commas-at-all",
+    ),
+    pytest.param(
+        Shape(
+            "NVRM: Xid (PCI:0000:3b:00): 13, pid=77, name=Web Content, Graphics Exception, ESR 0x1",
+            13,
+            "00000000:3B:00.0",
+            "Graphics Exception, ESR 0x1",
+            pid=77,
+            process="Web Content",
+        ),
+        id="process-name-with-a-space",
+    ),
+    pytest.param(
+        Shape(
+            "NVRM: Xid (PCI:0000:3b:00): 31 Ch 00000001, engmask 00000101",
+            31,
+            "00000000:3B:00.0",
+            "Ch 00000001, engmask 00000101",
+        ),
+        id="no-comma-no-pid",
+    ),
 ]
 
 
