@@ -87,7 +87,7 @@ def demo(
         f"{prog} xids --db {path} --since 365d",
         f"{prog} explain 79",
         f"{prog} run --simulate 8 --scenario ecc-degradation --db /tmp/sim.db",
-        f"{prog} gateway --node sim=http://127.0.0.1:9400   # beside that run: the cluster view",
+        f"{prog} gateway --node sim=http://127.0.0.1:9607   # beside that run: the cluster view",
     ):
         typer.echo(f"  {cmd}")
 

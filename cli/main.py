@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from cli import gateway as gateway_cmd
 from cli import inject as inject_cmd
 from cli import run as run_cmd
 from cli import serving, telemetry
+from cli.conventions import XidwatchCommand, XidwatchGroup, error_line
 from cli.options import DEFAULT_DB, DbOption
 from cli.render import event_json, explain_json, explain_text, xid_table
 from store.db import open_reader
@@ -28,16 +30,27 @@ from watcher.catalog import default_catalog
 from watcher.clock import now_ms
 from watcher.ingest import replay_captures
 from watcher.logs import configure_logging
+from watcher.metrics import installed_version
 
 __all__ = ["app", "main"]
 
+MAX_CODE = 2**31 - 1  # XID and SXid codes are small; SQLite integers stop at 2**63 - 1
+
 app = typer.Typer(
     name="xidwatch",
-    help="Record NVIDIA XID errors and GPU telemetry on a node, and answer questions about them.",
+    cls=XidwatchGroup,
+    help="Record NVIDIA XID errors and GPU telemetry on a node, and answer questions about them. "
+    "The global options may also follow the command (xidwatch xids --log-level debug).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool | None) -> None:
+    if value:
+        typer.echo(f"xidwatch {installed_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -50,6 +63,12 @@ def _setup(
         bool | None,
         typer.Option("--log-json/--log-console", help="Log format; default JSON unless a TTY."),
     ] = None,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = None,
 ) -> None:
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(
@@ -60,10 +79,10 @@ def _setup(
     configure_logging(log_level, json=log_json)
 
 
-app.command(name="run")(run_cmd.run)
+app.command(name="run", cls=XidwatchCommand)(run_cmd.run)
 
 
-@app.command()
+@app.command(cls=XidwatchCommand)
 def replay(
     files: Annotated[
         list[Path],
@@ -96,7 +115,7 @@ def replay(
     )
 
 
-@app.command()
+@app.command(cls=XidwatchCommand)
 def xids(
     db: DbOption = DEFAULT_DB,
     since: Annotated[str, typer.Option(help="Window start: 24h, 7d, or an ISO time.")] = "24h",
@@ -108,7 +127,9 @@ def xids(
             "(0000:3b:00.0, 3b:00); repeatable."
         ),
     ] = None,
-    code: Annotated[list[int] | None, typer.Option(help="XID code (repeatable).")] = None,
+    code: Annotated[
+        list[int] | None, typer.Option(min=0, max=MAX_CODE, help="XID code (repeatable).")
+    ] = None,
     action: Annotated[
         list[str] | None, typer.Option(help="Catalog action, e.g. RESET_GPU (repeatable).")
     ] = None,
@@ -157,9 +178,14 @@ def _kind(text: str | None) -> EventKind | None:
     return "xid" if text == "xid" else "sxid"
 
 
-@app.command()
+@app.command(cls=XidwatchCommand)
 def explain(
-    code: Annotated[int, typer.Argument(help="The XID (or, with --sxid, SXid) number.")],
+    code: Annotated[
+        int,
+        typer.Argument(
+            min=0, max=MAX_CODE, metavar="CODE", help="The XID (or, with --sxid, SXid) number."
+        ),
+    ],
     sxid: Annotated[bool, typer.Option(help="Explain an NVSwitch SXid.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -172,19 +198,31 @@ def explain(
         typer.echo(explain_text(info, catalog))
 
 
-app.command(name="demo")(demo_cmd.demo)
-app.command(name="inject")(inject_cmd.inject)
-app.command(name="trend")(telemetry.trend)
-app.command(name="health")(telemetry.health)
-app.command(name="mcp")(serving.mcp)
-app.command(name="gateway")(gateway_cmd.gateway)
-app.command(name="ack")(telemetry.ack)
+app.command(name="demo", cls=XidwatchCommand)(demo_cmd.demo)
+app.command(name="inject", cls=XidwatchCommand)(inject_cmd.inject)
+app.command(name="trend", cls=XidwatchCommand)(telemetry.trend)
+app.command(name="health", cls=XidwatchCommand)(telemetry.health)
+app.command(name="mcp", cls=XidwatchCommand)(serving.mcp)
+app.command(name="gateway", cls=XidwatchCommand)(gateway_cmd.gateway)
+app.command(name="ack", cls=XidwatchCommand)(telemetry.ack)
 
 
-def main() -> None:
-    """Console-script entry point: errors we raise on purpose print as one line, exit 2."""
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: every error is one line ``xidwatch: error: ...``, exit 2.
+
+    A usage error (typer's), an error we raise on purpose (XidwatchError) and the host's
+    refusals (a file that cannot be opened, SQLite saying no) alike; a bug still shows its
+    traceback. ``health`` exits with its own status (see docs/cli.md).
+    """
     try:
-        app()
-    except XidwatchError as e:
-        typer.echo(f"xidwatch: error: {e}", err=True)
+        status = app(args=args, standalone_mode=False)
+    except typer.TyperException as e:  # a usage error: bad option, value or command
+        typer.echo(error_line(e.format_message()), err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("xidwatch: aborted", err=True)
+        sys.exit(1)
+    except (XidwatchError, OSError, sqlite3.Error) as e:
+        typer.echo(error_line(str(e) or type(e).__name__), err=True)
+        sys.exit(2)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -154,7 +154,7 @@ def run(
             envvar="XIDWATCH_LISTEN",
             help="HOST:PORT for /mcp, /metrics, /healthz and /readyz (port 0: any free port).",
         ),
-    ] = "127.0.0.1:9400",
+    ] = "127.0.0.1:9607",
     http: Annotated[
         bool,
         typer.Option("--http/--no-http", envvar="XIDWATCH_HTTP", help="Serve the HTTP port."),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -29,10 +32,10 @@ log = structlog.get_logger("cli.serving")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9400`` for IPv6) -> (host, port); port 0 picks a free one."""
+    """``HOST:PORT`` (``[::1]:9607`` for IPv6) -> (host, port); port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise InvalidQueryError(f"--listen {text!r}: use HOST:PORT, e.g. 0.0.0.0:9400")
+        raise InvalidQueryError(f"--listen {text!r}: use HOST:PORT, e.g. 0.0.0.0:9607")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -73,6 +76,20 @@ def mcp(
 ) -> None:
     """Serve the MCP tools over stdio (Claude Desktop, Cursor, ...), reading the store."""
     asyncio.run(_serve_stdio(db, node, nvml))
+    _end_with_the_client()
+
+
+def _end_with_the_client() -> None:
+    """The client closed stdin: end the process now, whatever is still running.
+
+    A tool call cut short can leave an aiosqlite worker thread (not a daemon thread) waiting
+    for a close that never comes, and Python waits for every such thread at exit: the
+    process would outlive its client. Nothing here needs saving (the server only reads).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(0)
 
 
 async def _serve_stdio(db: Path, node: str, nvml: bool) -> None:

@@ -17,14 +17,27 @@ __all__ = ["hold_termination", "termination_requested"]
 
 _caught: list[int] = []
 _HELD_FOR = frozenset({"run"})  # commands that install their own handler once started
+_VALUED = frozenset({"--log-level"})  # global options whose value is the next word
 
 
 def hold_termination(argv: Sequence[str] | None = None) -> None:
     """Remember SIGTERM until the command installs its handler, for the commands that do."""
     args = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in args if not a.startswith("-")), None)
-    if command in _HELD_FOR:
+    if _command(args) in _HELD_FOR:
         signal.signal(signal.SIGTERM, _remember)
+
+
+def _command(args: Sequence[str]) -> str | None:
+    """The command's name: the first word that is neither an option nor an option's value."""
+    value_next = False
+    for arg in args:
+        if value_next:
+            value_next = False
+        elif arg in _VALUED:
+            value_next = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def termination_requested() -> bool:

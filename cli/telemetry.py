@@ -29,7 +29,7 @@ from store.trend import TrendReport, pick_threshold
 from store.windows import format_ts, parse_instant_ms
 from watcher.clock import now_ms
 
-__all__ = ["ack", "health", "health_lines", "trend"]
+__all__ = ["HEALTH_EXIT", "ack", "health", "health_exit_status", "health_lines", "trend"]
 
 
 def trend(
@@ -132,12 +132,27 @@ def health(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of lines.")] = False,
 ) -> None:
-    """Per GPU one verdict (cause, the one action, why, the steps) and the node's verdict."""
+    """Per GPU one verdict (cause, the one action, why, the steps) and the node's verdict.
+
+    Exit status, for scripts: 0 every GPU ok (or none known), 3 a warning, 4 a critical GPU
+    (2 is an error, as for every command).
+    """
     report = asyncio.run(_health_report(db, since, gpu))
     if as_json:
         typer.echo(HealthResult.from_report(report).model_dump_json(indent=2))
     else:
         typer.echo(health_text(report))
+    status = health_exit_status(report)
+    if status:
+        raise typer.Exit(status)
+
+
+HEALTH_EXIT = {"ok": 0, "warning": 3, "critical": 4}  # `xidwatch health`'s exit statuses
+
+
+def health_exit_status(report: HealthReport) -> int:
+    """The worst GPU's status as an exit status: 0 ok, 3 warning, 4 critical."""
+    return max((HEALTH_EXIT[h.status] for h in report.gpus), default=0)
 
 
 async def health_lines(db: Path, *, since: str = "24h") -> str:

@@ -83,7 +83,7 @@ class DaemonConfig:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     retention_interval_s: float = 3600.0
     log_level: str = "info"
-    listen: str | None = "127.0.0.1:9400"
+    listen: str | None = "127.0.0.1:9607"
     auth_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
     config_file: Path | None = None

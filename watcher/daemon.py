@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from store.db import prepare_store
-from store.records import GpuSample, XidEvent
+from store.errors import XidwatchError
+from store.records import Checkpoint, GpuSample, XidEvent
 from store.retention import apply_retention
 from store.writer import StoreWriter
 from watcher.catalog import XidCatalog, default_catalog
@@ -56,6 +57,7 @@ def _task_problem(task: asyncio.Task[Any]) -> str | None:
 log = structlog.get_logger("watcher.daemon")
 
 POD_LIST_AT_START_S = 5.0  # how long start waits for this node's pod list
+SERVICE_START_S = 30.0  # how long start waits for a service (the HTTP port) to be up
 EVENTS_DRAIN_S = 5.0  # how long stop waits for the last Kubernetes Events to be posted
 
 
@@ -86,8 +88,9 @@ class Daemon:
         self.verdicts = VerdictBoard()  # each GPU's verdict, for /metrics
         self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self._committed)
         self.catalog = catalog or default_catalog()
+        self._xids_queued = 0  # XIDs handed to the writer: what SIGTERM on a full disk loses
         self.pipeline = XidPipeline(
-            self.writer.put,
+            self._queue_for_writer,
             self.catalog,
             node=config.node,
             now_ms=self.host.now_ms,
@@ -126,6 +129,17 @@ class Daemon:
         if config.retention != old.retention:
             self._retention_due.set()
 
+    def _queue_for_writer(self, item: XidEvent | Checkpoint) -> None:
+        if isinstance(item, XidEvent):
+            self._xids_queued += 1
+        self.writer.put(item)
+
+    @property
+    def xids_not_stored(self) -> int:
+        """XIDs handed to the writer that no commit has yet stored, folded or skipped."""
+        s = self.writer.stats
+        return max(0, self._xids_queued - s.events_stored - s.events_folded - s.duplicates_skipped)
+
     def _committed(self, events: Sequence[XidEvent]) -> None:
         """XIDs the writer made durable: counted for /metrics, posted as Kubernetes Events."""
         self.xid_counts.add(events)
@@ -139,6 +153,8 @@ class Daemon:
 
     def readiness(self) -> dict[str, str | None]:
         """Each running part and what is wrong with it (None: fine), for ``/readyz``."""
+        if not self.ready.is_set():
+            return {"daemon": "starting"}
         parts = {name: _task_problem(task) for name, task in self._tasks.items()}
         if self.writer.failing is not None:
             parts["writer"] = f"store not writable, retrying: {self.writer.failing}"
@@ -172,9 +188,16 @@ class Daemon:
                 self.simulation.uninstall()
 
     async def _run(self, stop: asyncio.Event) -> None:
-        self.sources = self._build_sources()
-        await self._start_nvml()
-        await self._start_kubernetes()
+        # The services (the HTTP port) first: a port that cannot be bound ends start-up
+        # before anything is read, rather than leaving a daemon nobody can probe or scrape.
+        services = await self._start_services()
+        try:
+            self.sources = self._build_sources()
+            await self._start_nvml()
+            await self._start_kubernetes()
+        except BaseException:
+            await self._stop_services(services)
+            raise
         critical: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.writer.run(), name="writer"),
             *(
@@ -184,9 +207,12 @@ class Daemon:
         ]
         # Parts that finish soon after stop() (awaited at shutdown), then background loops.
         stoppable = [
-            self._task(part.run(), part.name)
-            for part in self._stoppable_parts()
-            if part is not None
+            *services,
+            *(
+                self._task(part.run(), part.name)
+                for part in (self.sampler, self.nvml_events, self.pods)
+                if part is not None
+            ),
         ]
         background = [
             self._task(self._flush_checkpoints(), "checkpoints"),
@@ -220,7 +246,9 @@ class Daemon:
         self.ready.set()
         failure: BaseException | None = None
         try:
-            done, _ = await asyncio.wait([stopper, *critical], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [stopper, *critical, *services], return_when=asyncio.FIRST_COMPLETED
+            )
             failure = next(
                 (t.exception() for t in done if t is not stopper and t.exception()), None
             )
@@ -228,6 +256,40 @@ class Daemon:
             await self._shutdown(critical, stoppable, [*background, stopper], poster)
         if failure is not None:
             raise failure
+
+    async def _start_services(self) -> list[asyncio.Task[None]]:
+        """Start each service and wait until it is up (one with ``wait_started``) or failed."""
+        tasks = [self._task(s.run(), s.name) for s in self.services]
+        try:
+            for service, task in zip(self.services, tasks, strict=True):
+                started = getattr(service, "wait_started", None)
+                if started is None:
+                    continue
+                waiter = asyncio.create_task(started(SERVICE_START_S))
+                await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    waiter.cancel()
+                    task.result()  # raises why it could not start
+                    raise XidwatchError(f"{service.name} stopped while starting")
+                try:
+                    await waiter
+                except TimeoutError:
+                    raise XidwatchError(
+                        f"{service.name} did not start in {SERVICE_START_S:.0f} s"
+                    ) from None
+        except BaseException:
+            await self._stop_services(tasks)
+            raise
+        return tasks
+
+    async def _stop_services(self, tasks: list[asyncio.Task[None]]) -> None:
+        for service in self.services:
+            service.stop()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_s / 2)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     def _task(coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
@@ -250,7 +312,7 @@ class Daemon:
                     any_facility=cfg.kmsg_any_facility or cfg.accept_injected,
                 )
             )
-        sources.extend(
+        files = [
             FileSource(
                 path,
                 watermark=self.writer.watermark,
@@ -259,8 +321,10 @@ class Daemon:
                 from_start=cfg.log_files_from_start,
             )
             for path in cfg.log_files
-        )
-        return sources
+        ]
+        for f in files:
+            f.check()  # a file that cannot be followed ends start-up
+        return [*sources, *files]
 
     async def _start_nvml(self) -> None:
         """Discover GPUs; without a driver, say so once and carry on with the kernel log."""
@@ -383,8 +447,19 @@ class Daemon:
         await asyncio.gather(*parts, *background, return_exceptions=True)
         self.pipeline.flush(final=True)
         await self.writer.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(writer_task, self.config.shutdown_timeout_s / 2)
+        await asyncio.wait([writer_task], timeout=self.config.shutdown_timeout_s / 2)
+        if not writer_task.done():
+            # A full disk: the writer still retries. Kernel log XIDs are not lost (the
+            # watermark covers only what was committed) but the operator must know.
+            log.warning(
+                "xids_not_stored",
+                queued=self.xids_not_stored,
+                error=self.writer.failing,
+                hint="the store could not take them; they are re-read from /dev/kmsg "
+                "(and tailed log files) on the next start",
+            )
+        writer_task.cancel()
+        await asyncio.gather(writer_task, return_exceptions=True)
         await self.writer.aclose_connection()
         if poster is not None:
             await self._stop_poster(poster)

@@ -18,6 +18,7 @@ import structlog
 from watchfiles import awatch
 
 from watcher.capture import feed_lines
+from watcher.errors import SourceError
 from watcher.records import LogRecord
 
 __all__ = ["FileSource", "file_source_key"]
@@ -61,14 +62,36 @@ class FileSource:
     def stop(self) -> None:
         self._stopped.set()
 
+    def check(self) -> None:
+        """Raise :class:`SourceError` unless the file can be followed (called at start-up).
+
+        The file must exist and be readable when the daemon starts (a typo would otherwise
+        watch nothing, silently, for good); later it may be rotated away and back.
+        """
+        where = f"--log-file {self.path}"
+        if not self.path.parent.is_dir():
+            raise SourceError(f"{where}: no directory {self.path.parent}")
+        if self.path.is_dir():
+            raise SourceError(f"{where}: is a directory; name the log file itself")
+        try:
+            with self.path.open("rb"):
+                pass
+        except FileNotFoundError:
+            raise SourceError(
+                f"{where}: no such file; check the path (e.g. /var/log/kern.log, "
+                "/var/log/messages), or drop the flag"
+            ) from None
+        except OSError as e:
+            raise SourceError(f"{where}: cannot read it: {e.strerror or e}") from e
+
     async def run(self, sink: Callable[[LogRecord], None]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open(first=True)
         self._read(sink)
         log.info("logfile_following", path=str(self.path), offset=self._offset)
         try:
             async for _ in awatch(
-                self.path.parent,
+                self.path.parent,  # the directory, to see the file rotated away and back
+                recursive=False,  # never its subdirectories: one watch, whatever lies below
                 stop_event=self._stopped,
                 watch_filter=lambda _change, changed: Path(changed) == self.path,
                 rust_timeout=int(self._poll_interval_s * 1000),

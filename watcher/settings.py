@@ -104,7 +104,7 @@ class RunSettings(BaseModel):
         if value:
             _, sep, port = value.rpartition(":")
             if not sep or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"{value!r}: use HOST:PORT, e.g. 0.0.0.0:9400")
+                raise ValueError(f"{value!r}: use HOST:PORT, e.g. 0.0.0.0:9607")
         return value
 
     @field_validator("log_level", mode="before")

@@ -43,7 +43,7 @@ log = structlog.get_logger("mcp_server.gateway.discovery")
 
 DEFAULT_NAMESPACE = "gpu-monitoring"
 DEFAULT_SELECTOR = "app.kubernetes.io/name=xidwatch,app.kubernetes.io/component=node-daemon"
-DEFAULT_NODE_PORT = 9400
+DEFAULT_NODE_PORT = 9607
 PORT_NAME = "http"
 LIST_TIMEOUT_S = 10.0
 
@@ -78,7 +78,7 @@ def parse_node_spec(text: str) -> NodeRef:
     """``NAME=URL`` (``--node``); a URL with no path gets ``/mcp``."""
     name, sep, url = text.partition("=")
     if not sep or not name.strip():
-        raise GatewayError(f"--node {text!r}: use NAME=URL, e.g. gpu-17=http://10.0.3.17:9400")
+        raise GatewayError(f"--node {text!r}: use NAME=URL, e.g. gpu-17=http://10.0.3.17:9607")
     return static_node(name.strip(), url.strip())
 
 
@@ -86,7 +86,7 @@ def static_node(name: str, url: str) -> NodeRef:
     """A node at ``url``: ``http(s)://HOST:PORT``, with ``/mcp`` added when it has no path."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise GatewayError(f"node {name}: {url!r} is not an http(s) URL like http://10.0.3.17:9400")
+        raise GatewayError(f"node {name}: {url!r} is not an http(s) URL like http://10.0.3.17:9607")
     path = parts.path if parts.path not in ("", "/") else "/mcp"
     return NodeRef(name, f"{parts.scheme}://{parts.netloc}{path}")
 

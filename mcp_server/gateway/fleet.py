@@ -2,7 +2,7 @@
 
 This is the gateway's programmatic entry point; the MCP tools are thin shells over it::
 
-    async with Fleet.static({"gpu-1": "http://10.0.3.1:9400"}) as fleet:
+    async with Fleet.static({"gpu-1": "http://10.0.3.1:9607"}) as fleet:
         summary = await fleet.xid_summary("7d")
 
 Windows are resolved once, here, into absolute times sent to every node, so every node
@@ -95,7 +95,7 @@ class Fleet:
 
     @classmethod
     def static(cls, nodes: Mapping[str, str] | Iterable[NodeRef], **options: Any) -> Fleet:
-        """A fleet of fixed nodes: ``{"name": "http://host:9400"}`` or NodeRefs."""
+        """A fleet of fixed nodes: ``{"name": "http://host:9607"}`` or NodeRefs."""
         refs = (
             [static_node(name, url) for name, url in nodes.items()]
             if isinstance(nodes, Mapping)

@@ -17,8 +17,10 @@ from tests.cli.test_cli import xidwatch
 def run_daemon(db_path: Path, *args: str, seconds: float) -> subprocess.CompletedProcess[str]:
     log = db_path.with_suffix(".log")
     with log.open("w") as out:
+        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(db_path)]
+        argv += ["--listen", "127.0.0.1:0", *args]  # never a fixed port: one may be taken
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(db_path), *args],
+            argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,

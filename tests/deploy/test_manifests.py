@@ -424,7 +424,7 @@ def test_store_lives_on_the_node_under_the_db_flag() -> None:
 def test_daemon_listens_on_all_interfaces_and_accepts_the_pod_ip_as_host() -> None:
     container = daemon_container(base())
     assert container["args"][0] == "run"
-    assert arg_values(container, "--listen") == ["0.0.0.0:9400"]
+    assert arg_values(container, "--listen") == ["0.0.0.0:9607"]
     assert "$(POD_IP)" in arg_values(container, "--allowed-host")
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -548,7 +548,7 @@ def test_headless_service_selects_the_daemon_pods_on_the_http_port() -> None:
     labels = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 9400, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 9607, "targetPort": "http", "protocol": "TCP"}
     ]
     container = daemon_container(objects)
     [name] = [a.split("=", 1)[1] for a in container["args"] if a.endswith(".svc")]
@@ -923,7 +923,7 @@ def test_daemon_args_and_env_are_what_xidwatch_run_accepts() -> None:
             continue  # until `run` has the flags: test_k8s_events_flags_are_options_of_run
         container = daemon_container(objects)
         command, params = parse_args(container)
-        assert params["listen"] == "0.0.0.0:9400", build
+        assert params["listen"] == "0.0.0.0:9607", build
         ours = {e["name"] for e in container["env"] if e["name"].startswith("XIDWATCH_")}
         envvars = option_envvars(command)
         assert ours <= envvars, f"{build}: {sorted(ours - envvars)} are not options of run"
@@ -1087,7 +1087,7 @@ def test_image_runs_xidwatch_from_python_311_slim_as_a_non_root_user() -> None:
     assert json.loads(final["CMD"]) == ["run"]
     user = final["USER"].split(":")[0]
     assert user.isdigit() and int(user) != 0
-    assert "EXPOSE" in final and final["EXPOSE"] == "9400"
+    assert "EXPOSE" in final and final["EXPOSE"] == "9607"
 
 
 def test_image_installs_prebuilt_wheels_and_no_compiler() -> None:

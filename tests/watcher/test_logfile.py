@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from watcher.errors import SourceError
 from watcher.logfile import FileSource, file_source_key
 from watcher.records import LogRecord
 
@@ -75,3 +79,61 @@ async def test_from_start_reads_existing_lines_the_first_time(tmp_path: Path) ->
     await _until(lambda: len(seen) == 1)
     source.stop()
     await asyncio.wait_for(task, 5)
+
+
+def _inotify_watches() -> int:
+    """How many inotify watches this process holds (every inotify descriptor's ``wd:`` lines)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        count += sum(line.startswith("inotify wd:") for line in text.splitlines())
+    return count
+
+
+async def test_the_parent_directory_is_watched_alone_not_its_subdirectories(
+    tmp_path: Path,
+) -> None:
+    for n in range(60):  # /var/log holds journal/, apt/, pods/, ... (and / holds /proc)
+        (tmp_path / f"sub{n}" / "deeper").mkdir(parents=True)
+    log = tmp_path / "kern.log"
+    log.write_text("")
+    before = _inotify_watches()
+    source = _source(log)
+    seen: list[LogRecord] = []
+    task = asyncio.create_task(source.run(seen.append))
+    await asyncio.sleep(0.2)
+    with log.open("a") as f:
+        f.write(LINE.format(n=1))
+    await _until(lambda: len(seen) == 1)
+    watches = _inotify_watches() - before
+    source.stop()
+    await asyncio.wait_for(task, 5)
+    assert 1 <= watches <= 2, watches  # before: one per directory below, 121 here
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "absent.log", "no such file"),
+        (lambda d: d / "nodir" / "kern.log", "no directory"),
+        (lambda d: d, "is a directory"),
+    ],
+    ids=["missing-file", "missing-directory", "a-directory"],
+)
+def test_a_file_that_cannot_be_followed_is_refused_at_start_naming_the_flag(
+    tmp_path: Path, make: Callable[[Path], Path], message: str
+) -> None:
+    path = make(tmp_path)
+    with pytest.raises(SourceError, match=message) as e:
+        _source(path).check()
+    assert str(e.value).startswith(f"--log-file {path}")
+    assert not (tmp_path / "nodir").exists()  # nothing is created on the user's disk
+
+
+def test_a_readable_file_can_be_followed(tmp_path: Path) -> None:
+    log = tmp_path / "kern.log"
+    log.write_text("")
+    _source(log).check()
