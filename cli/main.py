@@ -103,9 +103,10 @@ def replay(
     ] = None,
 ) -> None:
     """Ingest saved kernel log captures; replaying the same capture again stores nothing new."""
-    from watcher.clock import boot_wall_ms
+    from watcher.clock import stable_boot_wall_ms
 
-    boot_ms = parse_instant_ms(boot_time, now_ms=now_ms()) if boot_time else boot_wall_ms()
+    given = parse_instant_ms(boot_time, now_ms=now_ms()) if boot_time else None
+    boot_ms = given if given is not None else stable_boot_wall_ms()
     result = asyncio.run(replay_captures(files, db, node=node, boot_wall_ms=boot_ms))
     folded = f", {result.folded} folded into bursts" if result.folded else ""
     dupes = f", {result.duplicates} already stored" if result.duplicates else ""
