@@ -9,6 +9,7 @@ runs nothing after it: its processes are reported ended at the moment it was los
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -92,23 +93,8 @@ async def processes_at(
     info = gpu.info
     lost = gpu.lost_since_ms
     ended = lost if lost is not None and (at_ms is None or at_ms >= lost) else None
-    return [
-        ProcessSpan(
-            info.uuid,
-            info.index,
-            info.pci_bus_id,
-            pid,
-            name,
-            t0,
-            t1,
-            used,
-            peak,
-            None if ns is None or pod is None else PodRef(ns, pod, container),
-            running=ended is None,
-            ended_ts_ms=ended,
-        )
-        for pid, name, t0, t1, used, peak, ns, pod, container in rows
-    ]
+    where = (info.uuid, info.index, info.pci_bus_id)
+    return [_span(where, row, running=ended is None, ended_ts_ms=ended) for row in rows]
 
 
 async def pods_at(
@@ -195,18 +181,17 @@ async def processes_between(
     )
     async with conn.execute(sql, (since_ms, until_ms, MAX_PROCESSES * 16)) as cur:
         rows = [tuple(row) async for row in cur]
-    return [
-        ProcessSpan(
-            uuid,
-            idx,
-            pci,
-            pid,
-            name,
-            t0,
-            t1,
-            used,
-            peak,
-            None if ns is None or pod is None else PodRef(ns, pod, container),
-        )
-        for uuid, idx, pci, pid, name, t0, t1, used, peak, ns, pod, container in rows
-    ]
+    return [_span((uuid, idx, pci), rest) for uuid, idx, pci, *rest in rows]
+
+
+def _span(
+    gpu: tuple[str, int, str],
+    row: Sequence[Any],
+    *,
+    running: bool = True,
+    ended_ts_ms: int | None = None,
+) -> ProcessSpan:
+    """A span from its row (pid, name, first, last, used, peak, namespace, pod, container)."""
+    pid, name, t0, t1, used, peak, ns, pod, container = row
+    ref = None if ns is None or pod is None else PodRef(ns, pod, container)
+    return ProcessSpan(*gpu, pid, name, t0, t1, used, peak, ref, running, ended_ts_ms)
