@@ -27,6 +27,7 @@ from cli import serving
 from cli.charts import render_trend
 from cli.telemetry import health_lines
 from mcp_server.http import HttpService
+from store.actions import code_action
 from store.db import open_reader
 from store.metrics import get_metric
 from store.queries import XidFilter, list_xids, summarize_xids
@@ -173,7 +174,8 @@ async def _watch(path: Path, seconds: float, stop: asyncio.Event) -> None:
             if e.id > last_id and e.node == "demo-node":
                 info = catalog.lookup(e.xid, e.kind)
                 typer.echo(
-                    f"   stored: XID {e.xid:<3} GPU {e.pci_bus_id}  {e.action:<12} {info.title}"
+                    f"   stored: XID {e.xid:<3} GPU {e.pci_bus_id}  "
+                    f"{code_action(e.xid, e.action, e.message):<19} {info.title}"
                 )
         last_id = max([last_id, *(e.id for e in page.events)])
 
@@ -201,12 +203,13 @@ async def _summary(path: Path) -> str:
     finally:
         await conn.close()
     catalog = default_catalog()
-    lines = [f"   {'XID':>6}  {'GPU':<16}  {'COUNT':>5}  {'ACTION':<22}  WHAT"]
+    lines = [f"   {'XID':>6}  {'GPU':<16}  {'COUNT':>5}  {'NEEDS ON ITS OWN':<20}  WHAT"]
     for row in summary.rows:
         title = catalog.lookup(row.xid, row.kind).title
         label = f"{'S' if row.kind == 'sxid' else ''}{row.xid}"
+        needs = code_action(row.xid, row.action)
         lines.append(
-            f"   {label:>6}  {row.pci_bus_id or '-':<16}  {row.count:>5}  {row.action:<22}  {title}"
+            f"   {label:>6}  {row.pci_bus_id or '-':<16}  {row.count:>5}  {needs:<20}  {title}"
         )
     lines.append(f"   total {summary.total} events; newest id {latest[0].id if latest else '-'}")
     return "\n".join(lines)
