@@ -90,22 +90,22 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """Something wrong with a GPU and the one action it needs on its own."""
+    """Something wrong with a GPU, judged: its cause, the one action it needs on its own."""
 
     code: str
     message: str
-    cause: Cause
-    action: Action
-    confidence: Confidence
-    evidence: tuple[str, ...]
+    judgement: Judgement
     xid_ids: tuple[int, ...] = ()
     ts_ms: int = 0
 
     @property
     def severity(self) -> Severity:
-        if action_rank(self.action) >= action_rank("run_diagnostics"):
-            return "critical"
-        return "warning" if self.action != "none" else "info"
+        return _severity(self.judgement.action)
+
+
+def _reading(code: str, why: str, cause: Cause, action: Action, confidence: Confidence) -> Issue:
+    """An issue a reading (or its absence) shows, its one sentence as the evidence."""
+    return Issue(code, why, Judgement(cause, action, confidence, (why,)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,10 +379,15 @@ async def _judge(
     return out
 
 
+def _lost_id(gpu: InventoryGpu) -> int:
+    """The id of the XID 79 a lost GPU amounts to: negative, so never a stored event's."""
+    return -gpu.info.index - 1
+
+
 def _lost_event(gpu: InventoryGpu, lost_ms: int, node: str) -> StoredXid:
-    """A GPU NVML reports lost, as the XID 79 it amounts to (id ``-index-1``, never stored)."""
+    """A GPU NVML reports lost, as the XID 79 it amounts to (never stored)."""
     return StoredXid(
-        id=-gpu.info.index - 1,
+        id=_lost_id(gpu),
         ts_ms=lost_ms,
         last_ts_ms=lost_ms,
         received_ms=lost_ms,
@@ -461,16 +466,8 @@ async def _gpu_events(conn: aiosqlite.Connection, since_ms: int) -> list[GpuStat
 
 
 def _xid_issue(code: int, es: Sequence[StoredXid], j: Judgement) -> Issue:
-    return Issue(
-        f"xid_{code}",
-        f"{label(es)}: {j.evidence[0]}" if j.evidence else label(es),
-        j.cause,
-        j.action,
-        j.confidence,
-        j.evidence,
-        _ids(es),
-        es[-1].ts_ms,
-    )
+    message = f"{label(es)}: {j.evidence[0]}" if j.evidence else label(es)
+    return Issue(f"xid_{code}", message, j, _ids(es), es[-1].ts_ms)
 
 
 def _verdict(
@@ -480,43 +477,51 @@ def _verdict(
     node: str,
 ) -> Verdict:
     by = cleared[-1][0].by if cleared else None
-    if not issues or all(i.action == "none" for i in issues):
+    if not issues or all(i.judgement.action == "none" for i in issues):
         because = "no XIDs that need anything, and readings within the GPU's own limits"
         if cleared:
             why, es = cleared[-1]
             because = f"{label(es)} was cleared by {why.text}"
         elif issues:
-            because = issues[-1].evidence[0] if issues[-1].evidence else issues[-1].message
+            evidence = issues[-1].judgement.evidence
+            because = evidence[0] if evidence else issues[-1].message
         return Verdict("none", "none", "high", because, (), (), by)
     worst = max(
         issues,
         # Ties go to an issue's own cause over one that follows another XID, then to the
         # surer, then to the newer.
         key=lambda i: (
-            action_rank(i.action),
-            i.cause != "follows_other_xid",
-            _CONFIDENCE_RANK[i.confidence],
+            action_rank(i.judgement.action),
+            i.judgement.cause != "follows_other_xid",
+            _CONFIDENCE_RANK[i.judgement.confidence],
             i.ts_ms,
         ),
     )
     # One or two sentences: a second only when the first is short.
-    first = worst.evidence[0] if worst.evidence else worst.message
-    because = "; ".join(worst.evidence[:2]) if len(first) < 120 else first
+    j = worst.judgement
+    first = j.evidence[0] if j.evidence else worst.message
+    because = "; ".join(j.evidence[:2]) if len(first) < 120 else first
     return Verdict(
-        worst.cause,
-        worst.action,
-        worst.confidence,
+        j.cause,
+        j.action,
+        j.confidence,
         because,
-        tuple(steps_for(worst.action, worst.cause, gpu=pci, node=node)),
+        tuple(steps_for(j.action, j.cause, gpu=pci, node=node)),
         worst.xid_ids,
         by,
     )
 
 
-def _status(action: Action) -> Status:
+def _severity(action: Action) -> Severity:
+    """How bad a finding is, by the action it needs: taking the GPU out of service is critical."""
     if action_rank(action) >= action_rank("run_diagnostics"):
         return "critical"
-    return "warning" if action != "none" else "ok"
+    return "warning" if action != "none" else "info"
+
+
+def _status(action: Action) -> Status:
+    severity = _severity(action)
+    return "ok" if severity == "info" else severity
 
 
 def _score(findings: Sequence[Finding], status: Status) -> int:
@@ -568,18 +573,18 @@ def _liveness(
             x.xid == 79 and x.pci_bus_id == gpu.info.pci_bus_id and abs(x.ts_ms - lost) < 600_000
             for x in facts.xids
         )
-        j = facts.judged.get(-gpu.info.index - 1)
+        j = facts.judged.get(_lost_id(gpu))
         if has_79 or j is None:
             return [], [Finding("critical", "gpu_lost", since)]
-        evidence = (since, *j.evidence[1:]) if j.evidence else (since,)
-        return [Issue("gpu_lost", since, j.cause, j.action, j.confidence, evidence, (), lost)], []
+        judged = replace(j, evidence=(since, *j.evidence[1:]))  # NVML's word, not a kernel line
+        return [Issue("gpu_lost", since, judged, (), lost)], []
     if sample is None:
         why = "never sampled: is NVML sampling on?"
-        return [Issue("no_samples", why, "unknown", "watch", "low", (why,))], []
+        return [_reading("no_samples", why, "unknown", "watch", "low")], []
     age_ms = facts.now_ms - sample.ts_ms
     if age_ms > stale_after_ms:
         why = f"the last sample is {age_ms / 60_000:.0f} min old: is the xidwatch daemon running?"
-        return [Issue("stale", why, "unknown", "watch", "low", (why,))], []
+        return [_reading("stale", why, "unknown", "watch", "low")], []
     return [], []
 
 
@@ -602,23 +607,23 @@ def _readings(gpu: InventoryGpu | None, s: GpuSample) -> list[Issue]:
     limit = s.power_limit_w or (gpu.info.power_limit_default_w if gpu else None)
     if s.power_w is not None and limit and s.power_w > limit * POWER_OVER_LIMIT:
         why = f"drawing {s.power_w:.0f} W, over its {limit:.0f} W power limit"
-        out.append(Issue("power_over_limit", why, "power", "watch", "medium", (why,)))
+        out.append(_reading("power_over_limit", why, "power", "watch", "medium"))
     reasons = s.clocks_event_reasons or 0
     if reasons & (SW_THERMAL | HW_THERMAL) and not out:
         why = "clocks are held back by thermal slowdown"
-        out.append(Issue("thermal_throttle", why, "thermal", "watch", "medium", (why,)))
+        out.append(_reading("thermal_throttle", why, "thermal", "watch", "medium"))
     if reasons & HW_POWER_BRAKE:
         why = "the hardware power brake is asserted: the board was told its power feed failed"
-        out.append(Issue("power_brake", why, "power", "watch", "medium", (why,)))
+        out.append(_reading("power_brake", why, "power", "watch", "medium"))
     if s.ecc_uncorrected_volatile:
         why = f"{s.ecc_uncorrected_volatile} uncorrectable ECC error(s) since the driver loaded"
-        out.append(Issue("ecc_uncorrected", why, "gpu_memory", "reset_gpu", "high", (why,)))
+        out.append(_reading("ecc_uncorrected", why, "gpu_memory", "reset_gpu", "high"))
     if s.remap_failure:
         why = "a row remap failed: the GPU has no spare memory rows left"
-        out.append(Issue("remap_failure", why, "gpu_memory", "replace_gpu", "high", (why,)))
+        out.append(_reading("remap_failure", why, "gpu_memory", "replace_gpu", "high"))
     elif s.remap_pending:
         why = "a row remap is pending: a GPU reset activates it"
-        out.append(Issue("remap_pending", why, "gpu_memory", "reset_gpu", "high", (why,)))
+        out.append(_reading("remap_pending", why, "gpu_memory", "reset_gpu", "high"))
     return out
 
 
@@ -634,12 +639,12 @@ def _temperature(gpu: InventoryGpu | None, s: GpuSample) -> list[Issue]:
     )
     if shutdown is not None and t >= shutdown:
         why = f"{t} °C is past its shutdown temperature ({limits}): it may power off any moment"
-        return [Issue("temperature_shutdown", why, "thermal", "run_diagnostics", "high", (why,))]
+        return [_reading("temperature_shutdown", why, "thermal", "run_diagnostics", "high")]
     if slowdown is not None and t >= slowdown:
         why = f"{t} °C is at or past its slowdown temperature ({limits}): clocks are cut"
-        return [Issue("temperature_slowdown", why, "thermal", "watch", "high", (why,))]
+        return [_reading("temperature_slowdown", why, "thermal", "watch", "high")]
     near = slowdown if slowdown is not None else shutdown
     if near is not None and t >= near - TEMP_WARNING_MARGIN_C:
         why = f"{t} °C is within {near - t} °C of its limits ({limits})"
-        return [Issue("temperature_near_limit", why, "thermal", "watch", "medium", (why,))]
+        return [_reading("temperature_near_limit", why, "thermal", "watch", "medium")]
     return []
