@@ -1,5 +1,5 @@
-"""The ``xidwatch`` command line: the node daemon, replay, and the SRE's query commands."""
+"""The ``xidwatch`` command line: the node daemon, replay, and the SRE's query commands.
 
-from cli.main import app, main
-
-__all__ = ["app", "main"]
+The command is ``cli.main`` (``app``, ``main``); this package imports nothing itself, because
+``python -m cli`` imports it before ``cli.__main__`` can hold SIGTERM (:mod:`cli.signals`).
+"""
