@@ -46,8 +46,8 @@ from store.coverage import Coverage
 from store.health import HealthReport, NodeFacts, assess_gpu, judge_from_xids, node_verdict
 from store.records import GpuInfo, GpuSample, InventoryGpu, StoredXid, XidSummary, XidSummaryRow
 from store.xid_summary import compare_windows
-from watcher.catalog import XidCatalog, default_catalog
 from watcher.clock import now_ms as wall_now_ms
+from watcher.kernel.catalog import XidCatalog, default_catalog
 
 __all__ = ["FakeFleet", "FakeNode", "node_answers"]
 

@@ -26,7 +26,7 @@ from mcp_server.deps import ToolDeps
 from mcp_server.server import build_server
 from tests.daemons import run_scenario
 from watcher.config import SimulationSpec
-from watcher.ingest import replay_captures
+from watcher.replayer import replay_captures
 
 __all__ = ["ASKS", "Size", "answer_sizes", "build_demo_store", "main"]
 
@@ -75,7 +75,7 @@ ASKS: tuple[Ask, ...] = (
 
 def build_demo_store(path: Path) -> Path:
     """The demo's store: the sample capture replayed, then thermal-runaway played live."""
-    sample = resources.files("watcher").joinpath("data/sample-kern.log")
+    sample = resources.files("watcher.kernel").joinpath("data/sample-kern.log")
     with resources.as_file(sample) as sample_path:
         asyncio.run(replay_captures([sample_path], path, node="gpu-node-17"))
     asyncio.run(run_scenario(path, SimulationSpec(4, scenario="thermal-runaway", speed=100)))

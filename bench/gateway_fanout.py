@@ -7,7 +7,7 @@ built from the real result models; 10 % accept the connection and never answer, 
 node does). Each configuration gets a fresh gateway process, so its breakers start closed
 and its peak RSS (``VmHWM``, read from the gateway process's own ``/proc`` entry) is its own:
 
-- ``xidwatch gateway --node NAME=URL ...`` (``python -m cli``, as an operator runs it),
+- ``xidwatch gateway --node NAME=URL ...`` (``python -m xidwatch``, as an operator runs it),
   asked ``fleet_xid_summary`` over MCP: one JSON-RPC ``tools/call`` POST per round to its
   ``/mcp``, the way the gateway itself calls nodes (the SDK client's output-schema check
   would add the client's CPU to the figure);
@@ -272,7 +272,7 @@ def gateway_command(
     else:
         specs = ["--kubeconfig", str(kubeconfig)]
     return [
-        *(sys.executable, "-m", "cli", "--log-json", "--log-level", "info", "gateway"),
+        *(sys.executable, "-m", "xidwatch", "--log-json", "--log-level", "info", "gateway"),
         *("--listen", "127.0.0.1:0", "--node-timeout", f"{node_timeout_s:g}"),
         *("--concurrency", str(CONCURRENCY), "--breaker-failures", str(breaker), *specs),
     ]

@@ -1,7 +1,7 @@
 """The HTTP port under attack: peak RSS and ``/healthz`` latency, 200 worst-case requests at once.
 
 What is measured: the real daemon, ``xidwatch run --simulate 2 --no-kmsg --listen
-127.0.0.1:0`` (as ``python -m cli``, a subprocess on its own core), with its default
+127.0.0.1:0`` (as ``python -m xidwatch``, a subprocess on its own core), with its default
 :class:`mcp_server.http_limits.HttpLimits`. ``ROUNDS`` times, ``CONCURRENT`` clients each
 open a connection and POST the worst request the limits still let through to the tool
 handler, all at once: a ``tools/call`` of ``explain_xid`` whose extra argument fills the

@@ -43,10 +43,10 @@ from pathlib import Path
 
 from bench._common import Spread, fmt_int, log_like_production, percentile, table
 from store.db import prepare_store
-from store.metrics import RAW_COLUMNS, raw_row
 from store.records import GpuInfo, GpuProcess, GpuSample, SampleBatch
 from store.retention import RetentionPolicy
 from store.samples import _INSERT_SAMPLE, _ROLLUP_UPSERTS, RollupAccumulator
+from store.telemetry import RAW_COLUMNS, raw_row
 from store.writer import StoreWriter
 
 __all__ = ["FleetModel", "SizeFigures", "main", "measure_sizes", "ticks"]

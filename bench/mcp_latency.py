@@ -1,7 +1,7 @@
 """MCP: ``tools/call`` latency over streamable HTTP, against the store queries called directly.
 
 What is measured: the real daemon, ``xidwatch run --no-kmsg --no-nvml --listen 127.0.0.1:0``
-(as ``python -m cli``, the console script's entry point) started as a subprocess: its own
+(as ``python -m xidwatch``, the console script's entry point) started as a subprocess: its own
 interpreter, event loop and core, as in production (the HTTP app, the MCP server, the
 writer and retention tasks in one loop), serving a store filled here. One
 :class:`mcp.Client` session in this process (streamable HTTP; the server is stateless and
@@ -74,8 +74,8 @@ from store.queries import XidFilter, encode_cursor, list_xids
 from store.records import Checkpoint, XidEvent
 from store.series import metric_series
 from store.writer import _INSERT_EVENT, _row
-from watcher.catalog import default_catalog
 from watcher.clock import now_ms
+from watcher.kernel.catalog import default_catalog
 from watcher.pipeline import XidPipeline
 from watcher.records import LogRecord
 
@@ -194,7 +194,7 @@ def fill(tmp: Path) -> Store:
 
 def daemon_command(db: Path) -> list[str]:
     return [
-        *(sys.executable, "-m", "cli", "--log-json", "--log-level", "info", "run"),
+        *(sys.executable, "-m", "xidwatch", "--log-json", "--log-level", "info", "run"),
         *("--db", str(db), "--no-kmsg", "--no-nvml", "--listen", "127.0.0.1:0"),
     ]
 

@@ -4,7 +4,7 @@ What is measured: the real :class:`watcher.daemon.Daemon` with 8 simulated GPUs
 (``--simulate 8``: the simulator stands in for ``libnvidia-ml`` behind the real pynvml, and
 its in-memory kernel log is read by the real kmsg source), the NVML XID event thread, the
 batched writer keeping raw rows and rollups, retention, and the HTTP port as ``xidwatch run``
-serves it (``cli.serving.http_service``: uvicorn, the MCP app, ``/metrics`` with the
+serves it (``xidwatch.serving.http_service``: uvicorn, the MCP app, ``/metrics`` with the
 daemon's Prometheus collector, probes), sampling every 1 s and every 10 s (``--intervals``),
 ``--seconds`` seconds each (default 60), each in a subprocess of its own so its CPU time and
 memory are its own. Logging as in production (info, JSON) rendered into /dev/null.
@@ -118,10 +118,10 @@ async def _run_daemon(
 ) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from cli.serving import http_service
     from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
     from watcher.daemon import Daemon
-    from watcher.metrics import DaemonCollector
+    from watcher.prometheus import DaemonCollector
+    from xidwatch.serving import http_service
 
     kubernetes = KubernetesConfig(enabled=False)
     if kubeconfig is not None:
@@ -207,13 +207,13 @@ async def _run_daemon(
 
 def _baseline(seconds: float) -> dict[str, float]:
     """Import what the daemon and its HTTP port import, then sleep: the interpreter's floor."""
-    import cli.serving
     import watcher.daemon
-    import watcher.metrics
+    import watcher.prometheus
     import watcher.sim
-    import watcher.simulation  # imported for its memory, not used
+    import watcher.sim.simulate  # imported for its memory, not used
+    import xidwatch.serving
 
-    del cli, watcher
+    del watcher, xidwatch
     cpu0, wall0 = _cpu_s(), time.perf_counter()
     time.sleep(seconds)
     return {

@@ -2,7 +2,7 @@
 
 What is measured: the daemon's hot path for a busy kernel log. ``N_RECORDS`` records (98%
 ordinary kernel noise of many shapes, 2% XID/SXid lines of the published shapes, see
-``watcher.xid``) sit in a :class:`watcher.kmsgdev.MemoryKmsgDevice`; one timed call of
+``watcher.kernel.parser``) sit in a :class:`watcher.sim.kmsgdev.MemoryKmsgDevice`; one timed call of
 ``KmsgSource._drain`` reads them one record per ``read`` (as from /dev/kmsg), parses the
 kmsg header, and hands each record to ``XidPipeline.handle`` (fast-path test, regexes,
 catalog lookup, merges), whose events go to a list.
@@ -35,12 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench._common import Spread, fmt_int, log_like_production, table
-from watcher.catalog import default_catalog
-from watcher.kmsg import KmsgSource, format_kmsg_record
-from watcher.kmsgdev import MemoryKmsgDevice
+from watcher.kernel.catalog import default_catalog
+from watcher.kernel.kmsg import KmsgSource, format_kmsg_record
+from watcher.kernel.parser import _SXID_RE, _XID_RE, parse_xid
 from watcher.pipeline import XidPipeline
 from watcher.records import LogRecord
-from watcher.xid import _SXID_RE, _XID_RE, parse_xid
+from watcher.sim.kmsgdev import MemoryKmsgDevice
 
 N_RECORDS = 200_000
 XID_SHARE = 0.02

@@ -36,10 +36,10 @@ from bench._common import log_like_production, percentile, table
 from bench.ingest import FleetModel, gpu_infos, ticks, write_batches
 from store.db import open_reader, prepare_store
 from store.inventory import latest_samples
-from store.metrics import METRICS, raw_row
 from store.records import GpuInfo, SampleBatch
 from store.samples import _INSERT_SAMPLE, _ROLLUP_UPSERTS, RollupAccumulator
 from store.series import metric_series
+from store.telemetry import METRICS, raw_row
 
 __all__ = ["main"]
 

@@ -3,7 +3,7 @@
 What is measured: the real :class:`watcher.daemon.Daemon` (kmsg source -> pipeline ->
 batched :class:`store.writer.StoreWriter`, production defaults: batches of up to 1000
 items closed 20 ms after their first, WAL, ``synchronous=NORMAL``) reading an in-memory
-:class:`watcher.kmsgdev.MemoryKmsgDevice`. A producer task in the same event loop writes
+:class:`watcher.sim.kmsgdev.MemoryKmsgDevice`. A producer task in the same event loop writes
 XID lines and notes ``time.perf_counter()`` per kmsg sequence number; the writer's
 ``on_commit`` callback notes when each event's transaction committed. Logging is configured
 as in production (info, JSON) and rendered into /dev/null.
@@ -40,13 +40,13 @@ from store.db import prepare_store
 from store.flood import FloodPolicy
 from store.records import Checkpoint, XidEvent
 from store.writer import _INSERT_EVENT, StoreWriter, _row
-from watcher.catalog import default_catalog
 from watcher.clock import now_ms
 from watcher.config import DaemonConfig
 from watcher.daemon import Daemon, HostFacts
-from watcher.kmsg import KmsgSource
-from watcher.kmsgdev import MemoryKmsgDevice
+from watcher.kernel.catalog import default_catalog
+from watcher.kernel.kmsg import KmsgSource
 from watcher.pipeline import XidPipeline
+from watcher.sim.kmsgdev import MemoryKmsgDevice
 
 STEADY_RATE = 200
 STEADY_SECONDS = 5.0

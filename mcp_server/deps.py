@@ -21,8 +21,8 @@ from store.inventory import stored_node_name
 from store.records import GpuSample
 from store.retention import RetentionPolicy
 from store.windows import parse_duration_ms, parse_instant_ms
-from watcher.catalog import XidCatalog, default_catalog
 from watcher.clock import now_ms as wall_now_ms
+from watcher.kernel.catalog import XidCatalog, default_catalog
 
 __all__ = ["LiveReadings", "ToolDeps", "tool_errors"]
 

@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from store.actions import Action, code_action
 from store.coverage import Coverage
 from store.health import Finding, GpuHealth, HealthReport, NodeVerdict, Verdict
-from store.metrics import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
 from store.records import Bucket, GpuSample, InventoryGpu, Series, StoredXid
+from store.telemetry import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
 from store.trend import round_sig
 from store.windows import format_ts
-from watcher.catalog import XidCatalog, XidInfo
+from watcher.kernel.catalog import XidCatalog, XidInfo
 
 __all__ = [
     "BucketModel",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from store.metrics import METRICS
+from store.telemetry import METRICS
 
 __all__ = ["Gpu", "GpuOrAll", "Gpus", "MetricName", "Since", "Until"]
 

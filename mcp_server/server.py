@@ -10,7 +10,7 @@ from mcp_server.prompts import register_prompts
 from mcp_server.tools_gpu import register_gpu_tools
 from mcp_server.tools_history import register_history_tools
 from mcp_server.tools_xid import register_xid_tools
-from watcher.metrics import installed_version
+from watcher.prometheus import installed_version
 
 __all__ = ["build_server"]
 

@@ -14,9 +14,9 @@ from mcp_server.deps import ToolDeps
 from mcp_server.models import SeriesModel
 from mcp_server.params import Gpu, GpuOrAll, MetricName, Since, Until
 from store.inventory import resolve_gpus
-from store.metrics import GpuLimit, get_metric
 from store.records import Series
 from store.series import metric_series, series_report
+from store.telemetry import GpuLimit, get_metric
 from store.trend import TrendReport, TrendStatus, pick_threshold, round_sig
 from store.windows import format_ts
 

@@ -38,10 +38,10 @@ from store.correlation import gpu_of, judge_context, judge_xid
 from store.coverage import Coverage, store_coverage
 from store.errors import InvalidQueryError
 from store.inventory import latest_samples, select_gpus
-from store.metrics import HW_POWER_BRAKE, HW_THERMAL, SW_THERMAL
 from store.queries import MAX_PAGE, XidFilter, list_xids
 from store.records import GpuSample, GpuStateEvent, InventoryGpu, StoredXid
 from store.retention import RetentionPolicy
+from store.telemetry import HW_POWER_BRAKE, HW_THERMAL, SW_THERMAL
 from store.windows import format_ts
 from store.xid_workflows import Clearance, label, representatives, xid_state
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import aiosqlite
 
 from store.errors import InvalidQueryError
-from store.metrics import RAW_COLUMNS
 from store.pci import normalize_pci
 from store.records import GpuInfo, GpuSample, InventoryGpu
 from store.samples import sample_from_row
+from store.telemetry import RAW_COLUMNS
 
 __all__ = [
     "GpuSelection",

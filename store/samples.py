@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 import aiosqlite
 import structlog
 
-from store.metrics import METRICS, RAW_COLUMNS, raw_row, sample_from_raw
 from store.records import (
     GpuInfo,
     GpuPod,
@@ -27,6 +26,7 @@ from store.records import (
     SampleBatch,
 )
 from store.schema import ROLLUP_TIERS
+from store.telemetry import METRICS, RAW_COLUMNS, raw_row, sample_from_raw
 
 __all__ = [
     "PROCESS_GAP_MS",

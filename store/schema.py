@@ -24,7 +24,7 @@ APPLICATION_ID = 0x58494457
 """``PRAGMA application_id`` of an xidwatch store: "XIDW" in ASCII."""
 
 # Frozen copies of the column lists migration 2 was released with (the live registry in
-# store.metrics may grow; a later migration then adds columns).
+# store.telemetry may grow; a later migration then adds columns).
 _V2_RAW = [
     "temp_c",
     "power_mw",

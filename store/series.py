@@ -24,9 +24,9 @@ import aiosqlite
 
 from store.errors import InvalidQueryError
 from store.inventory import resolve_gpus
-from store.metrics import Metric, get_metric
 from store.records import Bucket, InventoryGpu, Series
 from store.retention import RetentionPolicy
+from store.telemetry import Metric, get_metric
 from store.trend import Reading, Threshold, TrendReport, assess_trend, crossing_bucket
 
 __all__ = [

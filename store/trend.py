@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from store.metrics import GpuLimit, Metric
 from store.records import Bucket, GpuInfo, Series
+from store.telemetry import GpuLimit, Metric
 from store.windows import format_ts
 
 __all__ = [

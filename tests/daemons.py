@@ -60,7 +60,7 @@ class XidwatchProcess:
     ) -> None:
         self.log = log
         self._out = self.log.open("w")
-        argv = [sys.executable, "-m", "cli", "--log-json", *command, "--listen", listen, *args]
+        argv = [sys.executable, "-m", "xidwatch", "--log-json", *command, "--listen", listen, *args]
         self.host = listen.rpartition(":")[0]
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
         try:
@@ -72,14 +72,19 @@ class XidwatchProcess:
         self.url = f"http://{self.host}:{self.port}"
 
     def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
+        return int(self.wait_for_event("http_listening")["port"])
+
+    def wait_for_event(self, event: str, timeout: float = 30) -> dict[str, Any]:
+        """The first JSON log record of ``event``, once the process has logged it."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log.read_text().splitlines():
-                if '"http_listening"' in line:
-                    return int(json.loads(line)["port"])
+                if f'"{event}"' in line:
+                    record: dict[str, Any] = json.loads(line)
+                    return record
             assert self.proc.poll() is None, self.log.read_text()
             time.sleep(0.05)
-        raise AssertionError(f"no http_listening line: {self.log.read_text()}")
+        raise AssertionError(f"no {event} line: {self.log.read_text()}")
 
     def memory_kib(self, field: str = "VmRSS") -> int:
         """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in KiB."""
@@ -126,3 +131,9 @@ class DaemonProcess(XidwatchProcess):
     def __init__(self, tmp: Path, args: Sequence[str] = (), *, listen: str = "127.0.0.1:0") -> None:
         self.db = tmp / "xidwatch.db"
         super().__init__(tmp / "daemon.log", ["run", "--db", str(self.db)], args, listen=listen)
+        try:
+            self.wait_for_event("daemon_started")  # sources open, GPUs found: ready to ask
+        except BaseException:
+            self.proc.kill()
+            self.stop()
+            raise

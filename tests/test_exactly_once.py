@@ -30,7 +30,7 @@ def daemon(*args: str) -> Iterator[subprocess.Popen[bytes]]:
             [
                 sys.executable,
                 "-m",
-                "cli",
+                "xidwatch",
                 "--log-json",
                 "run",
                 "--no-http",  # the default port may be taken (a daemon running here)

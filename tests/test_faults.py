@@ -261,7 +261,7 @@ class DaemonProcess:
     def __init__(self, db: Path, log_file: Path, args: Sequence[str], logs: IO[bytes]) -> None:
         self.db = db
         self._logs = logs
-        argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(db)]
+        argv = [sys.executable, "-m", "xidwatch", "--log-json", "run", "--db", str(db)]
         argv += ["--no-kmsg", "--no-nvml", "--no-http", "--log-file", str(log_file)]
         argv += ["--log-file-from-start", *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=logs)
@@ -358,7 +358,7 @@ def test_a_corrupt_store_is_moved_aside_loudly_and_the_daemon_records_into_a_fre
 
 
 def _cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "cli", *args]
+    argv = [sys.executable, "-m", "xidwatch", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 

@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from cli.render import xid_table
 from store.processes import pods_at
 from store.queries import XidFilter, list_xids
 from store.records import PodRef
@@ -22,10 +21,11 @@ from tests.daemons import run_scenario
 from tests.kube_api import KubeApiServer, container_hex_id
 from tests.mcp_server.helpers import served
 from tests.store.helpers import reading, rows
-from tests.watcher.test_metrics import registry_for
-from watcher.catalog import default_catalog
+from tests.watcher.test_prometheus import registry_for
 from watcher.config import KubernetesConfig, SimulationSpec
 from watcher.daemon import Daemon
+from watcher.kernel.catalog import default_catalog
+from xidwatch.render import xid_table
 
 NODE = "sim-node"  # run_scenario's node name
 CRASHY_UID = "6c1a0b6e-4b7e-4a8e-9d61-2f3f0d7e9a10"
@@ -158,6 +158,6 @@ async def test_off_cluster_attribution_is_skipped_with_one_log_line(
 
 
 def test_commands_that_never_connect_do_not_load_the_kubernetes_client() -> None:
-    code = "import sys, cli.main; print('kubernetes' in sys.modules)"
+    code = "import sys, xidwatch.main; print('kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # about 0.2 s of every `xidwatch` command saved

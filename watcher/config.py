@@ -9,7 +9,7 @@ from pathlib import Path
 from store.actions import FATAL_LABELS
 from store.flood import FloodPolicy
 from store.retention import RetentionPolicy
-from watcher.kmsg import KMSG_PATH
+from watcher.kernel.kmsg import KMSG_PATH
 
 __all__ = ["DaemonConfig", "KubernetesConfig", "SimulationSpec"]
 

@@ -21,25 +21,25 @@ from store.errors import XidwatchError
 from store.records import Checkpoint, GpuSample, XidEvent
 from store.retention import apply_retention
 from store.writer import StoreWriter
-from watcher.catalog import XidCatalog, default_catalog
 from watcher.clock import boot_wall_ms, now_ms, read_boot_id
 from watcher.config import DaemonConfig
-from watcher.kmsg import KmsgDevice, KmsgSource, OsKmsgDevice, kmsg_source_key
-from watcher.logfile import FileSource
-from watcher.metrics import XidCounts
-from watcher.nvml import NvmlUnavailableError
-from watcher.nvml_events import NvmlXidSource
+from watcher.kernel.catalog import XidCatalog, default_catalog
+from watcher.kernel.kmsg import KmsgDevice, KmsgSource, OsKmsgDevice, kmsg_source_key
+from watcher.kernel.logfile import FileSource
+from watcher.nvml.device import NvmlUnavailableError
+from watcher.nvml.events import NvmlXidSource
+from watcher.nvml.sampler import NvmlSampler
 from watcher.pipeline import XidPipeline
+from watcher.prometheus import XidCounts
 from watcher.records import LogSource, Service
-from watcher.sampler import NvmlSampler
 from watcher.verdicts import VerdictBoard
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient
 
-    from watcher.k8s_events import XidEventPoster
-    from watcher.pods import PodDirectory
-    from watcher.simulation import Simulation
+    from watcher.k8s.events import XidEventPoster
+    from watcher.k8s.pods import PodDirectory
+    from watcher.sim.simulate import Simulation
 
 __all__ = ["Daemon", "HostFacts"]
 
@@ -173,7 +173,7 @@ class Daemon:
         """
         self.services = list(services)
         if self.config.simulate is not None:
-            from watcher.simulation import Simulation  # only a simulating daemon loads it
+            from watcher.sim.simulate import Simulation  # only a simulating daemon loads it
 
             self.simulation = Simulation(self.config.simulate, boot_wall_ms=self.host.boot_wall_ms)
         await asyncio.to_thread(prepare_store, self.config.db_path)
@@ -360,8 +360,8 @@ class Daemon:
         k = self.config.kubernetes
         if not k.enabled:
             return
-        from watcher.kube import connect_kubernetes
-        from watcher.pods import PodDirectory
+        from watcher.k8s.client import connect_kubernetes
+        from watcher.k8s.pods import PodDirectory
 
         api = await connect_kubernetes(k.kubeconfig)
         if api is None:
@@ -383,7 +383,7 @@ class Daemon:
         if self.sampler is not None:
             self.sampler.pods = self.pods
         if k.events:
-            from watcher.k8s_events import XidEventPoster
+            from watcher.k8s.events import XidEventPoster
 
             self.k8s_events = XidEventPoster(
                 api,
@@ -466,7 +466,7 @@ class Daemon:
         if self.sampler is not None:
             await self.sampler.close()
         if self._k8s_api is not None:
-            from watcher.kube import close_kubernetes
+            from watcher.k8s.client import close_kubernetes
 
             await close_kubernetes(self._k8s_api)
         log.info(

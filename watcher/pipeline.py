@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from store.records import Checkpoint, SourceCursor, XidEvent
-from watcher.catalog import XidCatalog
 from watcher.clock import now_ms as wall_now_ms
-from watcher.injection import injected_id
-from watcher.nvml_events import NvmlXid
+from watcher.kernel.catalog import XidCatalog
+from watcher.kernel.injection import injected_id
+from watcher.kernel.parser import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
+from watcher.nvml.events import NvmlXid
 from watcher.records import KERNEL_FACILITY, LogRecord, PodLookup
-from watcher.xid import FALLEN_OFF_BUS_XID, ParsedXid, parse_xid
 
 __all__ = ["PipelineStats", "XidPipeline"]
 

@@ -1,6 +1,6 @@
 """The node's current verdicts, kept in memory for ``/metrics``.
 
-A scrape never touches the disk (see :mod:`watcher.metrics`), so the daemon refreshes the
+A scrape never touches the disk (see :mod:`watcher.prometheus`), so the daemon refreshes the
 verdicts from the store in the background: every half minute, and soon after new XIDs are
 committed. The gauge then lets an alert route on "needs a reboot" against "needs a reset".
 """

@@ -18,8 +18,8 @@ import structlog
 
 from mcp_server.gateway.errors import GatewayError
 from watcher.clock import now_ms as wall_now_ms
-from watcher.kube import close_kubernetes
-from watcher.kube_core import KubeCore
+from watcher.k8s.api import KubeCore
+from watcher.k8s.client import close_kubernetes
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient, ApiException

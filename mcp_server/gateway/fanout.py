@@ -20,7 +20,7 @@ from mcp_server.gateway.breaker import BreakerState, CircuitBreaker
 from mcp_server.gateway.client import NodeClient
 from mcp_server.gateway.discovery import NodeRef
 from mcp_server.gateway.errors import NodeCallError, Reason
-from mcp_server.gateway.metrics import GatewayMetrics
+from mcp_server.gateway.prometheus import GatewayMetrics
 from mcp_server.gateway.retry import RetryPolicy
 from watcher.clock import now_ms as wall_now_ms
 

@@ -33,13 +33,13 @@ from mcp_server.gateway.discovery import (
 )
 from mcp_server.gateway.errors import GatewayError
 from mcp_server.gateway.fanout import CallPolicy, FanOut, FanOutResult, NodeAnswer, NodeState
-from mcp_server.gateway.metrics import GatewayMetrics
 from mcp_server.gateway.models import (
     FleetHealth,
     FleetInventory,
     FleetXidSummary,
     NodesNeedingAttention,
 )
+from mcp_server.gateway.prometheus import GatewayMetrics
 from store.errors import InvalidQueryError
 from store.windows import format_ts, parse_duration_ms, parse_instant_ms
 from watcher.clock import now_ms as wall_now_ms

@@ -8,7 +8,7 @@ from mcp_server.catalog_resources import register_catalog_resources
 from mcp_server.gateway.fleet import Fleet
 from mcp_server.gateway.node_tools import local_deps, register_node_tools
 from mcp_server.gateway.tools import register_fleet_tools
-from watcher.metrics import installed_version
+from watcher.prometheus import installed_version
 
 __all__ = ["build_gateway_server"]
 

@@ -88,7 +88,7 @@ def test_an_xid_in_the_kernel_log_fires_the_alerts_in_a_real_prometheus(tmp_path
 def _start_daemon(stack: ExitStack, tmp_path: Path, kern_log: Path) -> int:
     """``xidwatch run`` tailing ``kern_log`` on 2 simulated GPUs; returns its HTTP port."""
     log = tmp_path / "daemon.log"
-    argv = [sys.executable, "-m", "cli", "--log-json", "run", "--db", str(tmp_path / "x.db")]
+    argv = [sys.executable, "-m", "xidwatch", "--log-json", "run", "--db", str(tmp_path / "x.db")]
     argv += ["--simulate", "2", "--sample-interval", "1", "--no-kmsg", "--listen", "127.0.0.1:0"]
     argv += ["--log-file", str(kern_log), "--log-file-from-start"]
     proc = _spawn(stack, argv, log, cwd=REPO)

@@ -31,7 +31,7 @@ import pytest
 import typer.main
 import yaml
 
-from cli.main import app as cli_app
+from xidwatch.main import app as cli_app
 
 Manifest = dict[str, Any]
 

@@ -85,7 +85,7 @@ async def test_the_gateway_serves_stdio_for_a_static_node_list(
     nodes: Nodes, tmp_path: Path
 ) -> None:
     (tmp_path / "node-token").write_text((nodes.root / "token").read_text())
-    args = ["-m", "cli", "--log-level", "warning", "gateway", "--stdio"]
+    args = ["-m", "xidwatch", "--log-level", "warning", "gateway", "--stdio"]
     args += ["--node-token-file", str(tmp_path / "node-token")]
     for spec in SPECS:
         args += ["--node", f"{spec.name}={nodes.url(spec.name)}"]
@@ -100,7 +100,7 @@ async def test_the_gateway_serves_stdio_for_a_static_node_list(
 def test_off_cluster_without_nodes_it_says_what_to_do_in_one_line(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "--log-json", "gateway"],
+        [sys.executable, "-m", "xidwatch", "--log-json", "gateway"],
         capture_output=True,
         text=True,
         env=env,

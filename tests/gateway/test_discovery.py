@@ -21,7 +21,7 @@ from mcp_server.gateway.discovery import (
 )
 from mcp_server.gateway.errors import GatewayError
 from tests.kube_api import KubeApiServer
-from watcher.kube import close_kubernetes, connect_kubernetes
+from watcher.k8s.client import close_kubernetes, connect_kubernetes
 
 LABELS = dict(kv.split("=") for kv in DEFAULT_SELECTOR.split(","))
 

@@ -11,7 +11,7 @@ from mcp_server.gateway.breaker import BreakerState
 from mcp_server.gateway.discovery import NodeRef
 from mcp_server.gateway.errors import NodeCallError
 from mcp_server.gateway.fanout import CallPolicy, FanOut, NodeAnswer
-from mcp_server.gateway.metrics import GatewayMetrics
+from mcp_server.gateway.prometheus import GatewayMetrics
 from mcp_server.gateway.retry import RetryPolicy
 from tests.gateway.fakes import ScriptedClient, StepClock, failing
 

@@ -16,7 +16,7 @@ from mcp_server.gateway.discovery import DEFAULT_SELECTOR
 from tests.gateway.fakes import StepClock
 from tests.gateway.nodes import TOKEN, Nodes, kube_listing
 from tests.kube_api import KubeApiServer
-from watcher.kube import connect_kubernetes
+from watcher.k8s.client import connect_kubernetes
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,7 @@ DAEMON_ARGS = (
 async def test_stdio_lists_tools_and_answers_calls(runaway_db: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "cli", "--log-level", "warning", "mcp", "--db", str(runaway_db)],
+        args=["-m", "xidwatch", "--log-level", "warning", "mcp", "--db", str(runaway_db)],
     )
     async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}

@@ -10,7 +10,7 @@ from pathlib import Path
 from store.db import prepare_store
 from store.flood import FloodPolicy
 from store.schema import SCHEMA_VERSION, record_key
-from watcher.ingest import replay_captures
+from watcher.replayer import replay_captures
 
 BOOT_MS = 1_700_000_000_000
 GPUS = ("0000:3b:00", "0000:86:00", "0000:af:00")

@@ -10,9 +10,9 @@ import pytest
 
 from store.correlation import Correlation, correlate_xid
 from store.errors import InvalidQueryError
-from store.metrics import HW_THERMAL, SW_THERMAL
 from store.processes import processes_at
 from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleBatch, XidEvent
+from store.telemetry import HW_THERMAL, SW_THERMAL
 from store.writer import Item
 from tests.store.helpers import event, reading, rows, write_all
 

@@ -20,7 +20,6 @@ from store.health import (
     node_health,
     node_verdict,
 )
-from store.metrics import HW_POWER_BRAKE, SW_THERMAL
 from store.records import (
     Checkpoint,
     GpuInfo,
@@ -31,6 +30,7 @@ from store.records import (
     SourceCursor,
     StoredXid,
 )
+from store.telemetry import HW_POWER_BRAKE, SW_THERMAL
 from tests.store.helpers import event, reading, write_all
 
 T0 = 1_800_000_000_000

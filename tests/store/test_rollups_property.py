@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from store.db import open_reader, prepare_store
 from store.flood import FloodPolicy
-from store.metrics import get_metric, raw_row
 from store.records import Bucket, GpuInfo, GpuSample, SampleBatch
 from store.retention import RetentionPolicy
 from store.series import metric_series, plan_window
+from store.telemetry import get_metric, raw_row
 from store.writer import StoreWriter
 
 T0 = 1_800_000_000_000  # on an hour boundary

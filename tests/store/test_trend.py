@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.metrics import get_metric
 from store.records import Bucket, GpuInfo, Series
+from store.telemetry import get_metric
 from store.trend import (
     Reading,
     Threshold,

@@ -21,7 +21,7 @@ from store.acks import record_ack
 from store.db import StoreLockedError, lock_path, open_reader, prepare_store
 from store.writer import StoreWriter
 from tests.store.helpers import event
-from watcher.ingest import replay_captures
+from watcher.replayer import replay_captures
 
 XID_LINE = "[  100.000000] NVRM: Xid (PCI:0000:3b:00): 79, pid=1, name=job, GPU has fallen off\n"
 

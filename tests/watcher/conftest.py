@@ -9,7 +9,7 @@ import pytest
 from kubernetes.aio import client
 
 from tests.kube_api import KubeApiServer
-from watcher.kube import close_kubernetes
+from watcher.k8s.client import close_kubernetes
 
 
 @pytest.fixture

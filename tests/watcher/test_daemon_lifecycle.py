@@ -12,12 +12,12 @@ import aiosqlite
 import pytest
 from structlog.testing import capture_logs
 
-from cli.serving import http_service
 from store.errors import XidwatchError
 from store.flood import FloodPolicy
 from watcher.config import DaemonConfig, KubernetesConfig
 from watcher.daemon import Daemon
 from watcher.errors import SourceError
+from xidwatch.serving import http_service
 
 FULL = 1  # PRAGMA max_page_count is raised to at least the current page count: "no more pages"
 

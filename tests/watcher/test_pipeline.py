@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from store.records import Checkpoint, GpuInfo, GpuPod, PodRef, SourceCursor, XidEvent
-from watcher.catalog import default_catalog
+from watcher.kernel.catalog import default_catalog
 from watcher.pipeline import ATTRIBUTION_MAX_AGE_MS, XidPipeline
 from watcher.records import LogRecord
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pynvml
 
-from watcher.catalog import default_catalog
+from watcher.kernel.catalog import default_catalog
 from watcher.sim.profiles import GpuProfile
 
 if TYPE_CHECKING:

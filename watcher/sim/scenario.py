@@ -287,7 +287,7 @@ class ScenarioRunner:
 
 def bundled_scenarios() -> list[str]:
     """The names of the scenarios shipped with xidwatch."""
-    folder = resources.files("watcher").joinpath("data/scenarios")
+    folder = resources.files("watcher.sim").joinpath("scenarios")
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -295,7 +295,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     """A bundled scenario by name (``"thermal-runaway"``), or a scenario file by path."""
     if isinstance(name_or_path, str) and name_or_path in bundled_scenarios():
         source = f"{name_or_path}.yaml (bundled)"
-        folder = resources.files("watcher").joinpath("data/scenarios")
+        folder = resources.files("watcher.sim").joinpath("scenarios")
         return parse_scenario(folder.joinpath(f"{name_or_path}.yaml").read_text("utf-8"), source)
     path = Path(name_or_path)
     try:

@@ -8,8 +8,8 @@ import time
 import pynvml
 import pytest
 
+from watcher.kernel.parser import parse_xid
 from watcher.sim import PROFILES, SimulatedFleet
-from watcher.xid import parse_xid
 
 GIB = 1024**3
 POWER_CAP = pynvml.nvmlClocksEventReasonSwPowerCap

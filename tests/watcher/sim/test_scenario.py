@@ -12,6 +12,7 @@ import pynvml
 import pytest
 
 from store.errors import XidwatchError
+from watcher.kernel.parser import parse_xid
 from watcher.sim import (
     GpuReading,
     Scenario,
@@ -24,7 +25,6 @@ from watcher.sim import (
     parse_scenario,
 )
 from watcher.sim.scenario import XidStep
-from watcher.xid import parse_xid
 
 HOT = pynvml.nvmlClocksEventReasonHwSlowdown | pynvml.nvmlClocksEventReasonSwThermalSlowdown
 

@@ -1,0 +1,96 @@
+"""One Kubernetes API client for the daemon, or a single line saying why there is none.
+
+In a pod with a service account it uses the in-cluster config; elsewhere an explicit
+kubeconfig, ``$KUBECONFIG`` or ``~/.kube/config``. Without any, pod attribution,
+Kubernetes events and the node condition are off and the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+if TYPE_CHECKING:
+    from kubernetes.aio.client import ApiClient
+
+__all__ = ["SERVICE_ACCOUNT_DIR", "close_kubernetes", "connect_kubernetes"]
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+NODE_FEATURES_OFF = "pod attribution, Kubernetes events and node conditions are off"
+
+log = structlog.get_logger("watcher.k8s.client")
+
+
+def _kubeconfig_path(explicit: Path | None, environ: Mapping[str, str], home: Path) -> Path | None:
+    """The kubeconfig to load: explicit, then the first file in $KUBECONFIG, then ~/.kube."""
+    if explicit is not None:
+        return explicit
+    for entry in environ.get("KUBECONFIG", "").split(os.pathsep):
+        if entry and Path(entry).expanduser().is_file():
+            return Path(entry).expanduser()
+    default = home / ".kube" / "config"
+    return default if default.is_file() else None
+
+
+async def connect_kubernetes(
+    kubeconfig: Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    home: Path | None = None,
+    off: str = NODE_FEATURES_OFF,
+) -> ApiClient | None:
+    """A ``kubernetes.aio`` ``ApiClient`` the caller must ``await close()``, or None.
+
+    An explicit ``kubeconfig`` wins over the in-cluster service account. Failure to load
+    is logged once (``k8s_unavailable``, ending with ``off``: what the caller does without
+    a cluster) and answered with None, never raised.
+    """
+    # Imported here: the library costs ~0.2 s to load, and most commands never connect.
+    from kubernetes.aio import client, config
+    from kubernetes.aio.config.incluster_config import InClusterConfigLoader
+
+    env = os.environ if environ is None else environ
+    token = service_account_dir / "token"
+    cfg = client.Configuration()
+    if kubeconfig is None and env.get("KUBERNETES_SERVICE_HOST") and token.is_file():
+        try:
+            loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]  # untyped library
+                str(token), str(service_account_dir / "ca.crt"), environ=env
+            )
+            loader.load_and_set(cfg)  # type: ignore[no-untyped-call]  # untyped library
+            api = client.ApiClient(configuration=cfg)  # reads the CA file
+        except Exception as e:  # any config error means "off", said once
+            log.warning("k8s_unavailable", reason=f"in-cluster config failed: {e}; {off}")
+            return None
+        log.info("k8s_connected", via="in-cluster", host=cfg.host)
+        return api
+    path = _kubeconfig_path(kubeconfig, env, home or Path.home())
+    if path is None:
+        log.warning(
+            "k8s_unavailable", reason=f"no in-cluster service account and no kubeconfig: {off}"
+        )
+        return None
+    try:
+        await config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped library
+            config_file=str(path), client_configuration=cfg
+        )
+        api = client.ApiClient(configuration=cfg)
+    except Exception as e:
+        log.warning(
+            "k8s_unavailable",
+            reason=f"kubeconfig {path} failed to load: {e}; {off}",
+            path=str(path),
+        )
+        return None
+    log.info("k8s_connected", via="kubeconfig", path=str(path), host=cfg.host)
+    return api
+
+
+async def close_kubernetes(api: ApiClient) -> None:
+    """Close the client's HTTP session (typed wrapper: the library's ``close`` is not)."""
+    await api.close()  # type: ignore[no-untyped-call]  # untyped library

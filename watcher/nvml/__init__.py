@@ -1,0 +1,1 @@
+"""NVML: device reads, the sampler and the XID event thread."""
