@@ -224,7 +224,7 @@ def _coverage(xids: Sequence[StoredXid]) -> Coverage:
 
 
 def _call_result(model: BaseModel) -> bytes:
-    """A ``CallToolResult`` as :func:`mcp_server.annotations.compact` makes it, as JSON."""
+    """A ``CallToolResult`` as :func:`mcp_server.results.compact` makes it, as JSON."""
     text = model.model_dump_json()
     return json.dumps(
         {

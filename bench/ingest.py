@@ -45,7 +45,8 @@ from bench._common import Spread, fmt_int, log_like_production, percentile, tabl
 from store.db import prepare_store
 from store.records import GpuInfo, GpuProcess, GpuSample, SampleBatch
 from store.retention import RetentionPolicy
-from store.samples import _INSERT_SAMPLE, _ROLLUP_UPSERTS, RollupAccumulator
+from store.rollups import ROLLUP_UPSERTS, RollupAccumulator
+from store.samples import _INSERT_SAMPLE
 from store.telemetry import RAW_COLUMNS, raw_row
 from store.writer import StoreWriter
 
@@ -261,7 +262,7 @@ def sync_writer_sql(path: Path, chunks: Sequence[_Chunk]) -> float:
             conn.execute("BEGIN")
             conn.executemany(_INSERT_SAMPLE, chunk.raw)
             for name, params in chunk.rollups.items():
-                conn.executemany(_ROLLUP_UPSERTS[name], params)
+                conn.executemany(ROLLUP_UPSERTS[name], params)
             conn.execute("COMMIT")
         return time.perf_counter() - started
 

@@ -71,7 +71,7 @@ from store.db import open_reader
 from store.flood import MAX_BURST_SPAN_MS
 from store.inventory import latest_samples
 from store.queries import XidFilter, encode_cursor, list_xids
-from store.records import Checkpoint, XidEvent
+from store.records import Checkpoint, SourceCursor, XidEvent
 from store.series import metric_series
 from store.writer import _INSERT_EVENT, _row
 from watcher.clock import now_ms
@@ -113,15 +113,16 @@ def query_now(at_ms: int) -> Iterator[None]:
 def xid_templates() -> dict[tuple[int, int], tuple[object, ...]]:
     """``_INSERT_EVENT`` values per (GPU index, code), as the pipeline makes them from kmsg."""
     events: list[XidEvent | Checkpoint] = []
-    pipeline = XidPipeline(events.append, default_catalog(), node="bench")
     infos = gpu_infos(query.GPUS)
-    pipeline.gpu_uuids = {g.pci_bus_id: g.uuid for g in infos}
+    uuids = {g.pci_bus_id: g.uuid for g in infos}
+    pipeline = XidPipeline(events.append, default_catalog(), node="bench", gpu_uuids=uuids)
     out = {}
     for g in infos:
         bus = g.pci_bus_id.split(":")[1].lower()
         for code in CODE_WEIGHTS:
             line = xid_line(bus, code, 40_000 + g.index)
-            pipeline.handle(LogRecord(line, "kmsg", received_ms=0, ts_ms=0, boot_id="b", seq=0))
+            cursor = SourceCursor(SourceCursor.kmsg_key("b"), 0)
+            pipeline.handle(LogRecord(line, "kmsg", received_ms=0, ts_ms=0, cursor=cursor))
             event = events.pop()
             if not isinstance(event, XidEvent):
                 raise RuntimeError(f"the pipeline did not parse {line!r}")

@@ -118,6 +118,7 @@ async def _run_daemon(
 ) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from mcp_server.http_settings import HttpSettings
     from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
     from watcher.daemon import Daemon
     from watcher.prometheus import DaemonCollector
@@ -135,10 +136,9 @@ async def _run_daemon(
         simulate=SimulationSpec(gpus=GPUS),
         sample_interval_s=interval,
         kmsg=True,
-        listen="127.0.0.1:0",
     )
     daemon = Daemon(config)
-    http = http_service(daemon, "127.0.0.1:0", token_file=None, extra_hosts=[])
+    http = http_service(daemon, HttpSettings("127.0.0.1", 0))
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop, services=[http]))
     ready = asyncio.create_task(daemon.ready.wait())
@@ -557,8 +557,8 @@ def _per_tick_line(runs: Sequence[Run]) -> str:
         f"by difference of the {short.interval:g} s and {long.interval:g} s runs, scrapes "
         f"taken out: {tick_s * 1000:.1f} ms of CPU per sampling tick of {GPUS} GPUs, and a "
         f"floor of {floor * 100:.2f} % of a core at any interval (the loops that wake on "
-        "their own: the kmsg poll and uvicorn's, 10/s each; checkpoints and the NVML event "
-        "wait, 2/s each)"
+        "their own: uvicorn's, 10/s; checkpoints and the NVML event wait, 2/s each; kmsg "
+        "only when the kernel writes)"
     )
 
 

@@ -7,7 +7,7 @@ The store is filled to its default-retention size for 8 GPUs (raw 48 h, 1 m roll
   process lists left out) through the real :class:`store.writer.StoreWriter`, which keeps
   the 1 m and 1 h rollups;
 - 48 h .. 30 d back: one synthetic sample per GPU per minute through the writer's own
-  rollup code (:class:`store.samples.RollupAccumulator`), each sample standing for the six
+  rollup code (:class:`store.rollups.RollupAccumulator`), each sample standing for the six
   a 10 s sampler takes (every ``_sum`` and ``_n`` times 6: averages unchanged, rows as wide
   as real ones), upserted with the writer's SQL;
 - 30 d .. 400 d back: the same with one sample per GPU per hour (weight 360), 1 h rows only.
@@ -37,7 +37,8 @@ from bench.ingest import FleetModel, gpu_infos, ticks, write_batches
 from store.db import open_reader, prepare_store
 from store.inventory import latest_samples
 from store.records import GpuInfo, SampleBatch
-from store.samples import _INSERT_SAMPLE, _ROLLUP_UPSERTS, RollupAccumulator
+from store.rollups import ROLLUP_UPSERTS, RollupAccumulator
+from store.samples import _INSERT_SAMPLE
 from store.series import metric_series
 from store.telemetry import METRICS, raw_row
 
@@ -104,7 +105,7 @@ def _fill_rollups(
     def flush() -> None:
         conn.execute("BEGIN")
         for name, rows in _weighted(acc, weight, keep).items():
-            conn.executemany(_ROLLUP_UPSERTS[name], rows)
+            conn.executemany(ROLLUP_UPSERTS[name], rows)
         conn.execute("COMMIT")
         if raw_into is not None and raw:
             raw_into.execute("BEGIN")

@@ -94,8 +94,9 @@ class Probe:
     def on_commit(self, events: Sequence[XidEvent]) -> None:
         at = time.perf_counter()
         for event in events:
-            if event.seq is not None:
-                self.committed.setdefault(event.seq, at)
+            _, seq = event.kernel_record
+            if seq is not None:
+                self.committed.setdefault(seq, at)
         if len(self.committed) >= self.expected:
             self.done.set()
 

@@ -6,15 +6,13 @@ import json
 
 from mcp.server.mcpserver import MCPServer
 
-from mcp_server.deps import ToolDeps
 from mcp_server.models import XidExplanation
+from watcher.kernel.catalog import XidCatalog
 
 __all__ = ["register_catalog_resources"]
 
 
-def register_catalog_resources(server: MCPServer, deps: ToolDeps) -> None:
-    catalog = deps.catalog
-
+def register_catalog_resources(server: MCPServer, catalog: XidCatalog) -> None:
     @server.resource("xid://catalog", mime_type="application/json")
     def xid_catalog() -> str:
         """Every XID NVIDIA publishes: code, mnemonic, title, immediate action, fatality."""

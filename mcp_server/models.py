@@ -3,33 +3,39 @@
 Field names carry their units; times are ISO 8601 UTC strings (``ts``) beside integer
 milliseconds (``ts_ms``) where a client may want to compute with them. The CLI's JSON
 output is built from the same models, so the two never drift apart.
+
+A model of a store record takes the record's fields by validation (:func:`record_values`), so
+the conversion names only what the answer adds or renames; tests/mcp_server/test_models.py
+holds each model's fields to its record's.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from store.actions import Action, code_action
 from store.coverage import Coverage
 from store.health import Finding, GpuHealth, HealthReport, NodeVerdict, Verdict
-from store.records import Bucket, GpuSample, InventoryGpu, Series, StoredXid
+from store.records import GpuSample, InventoryGpu, StoredXid
 from store.telemetry import HW_POWER_BRAKE, HW_SLOWDOWN, HW_THERMAL, SW_POWER_CAP, SW_THERMAL
-from store.trend import round_sig
 from store.windows import format_ts
 from watcher.kernel.catalog import XidCatalog, XidInfo
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 __all__ = [
-    "BucketModel",
     "CoverageModel",
     "GpuModel",
     "HealthModel",
     "HealthResult",
     "SampleModel",
-    "SeriesModel",
     "XidEventModel",
     "XidExplanation",
+    "record_values",
     "throttle_names",
 ]
 
@@ -45,6 +51,11 @@ _THROTTLE_NAMES = (
 def throttle_names(reasons: int | None) -> list[str]:
     """NVML's clocks-event bitmask as the names of the throttle reasons that matter."""
     return [name for bit, name in _THROTTLE_NAMES if reasons and reasons & bit]
+
+
+def record_values(record: DataclassInstance, *leave_out: str) -> dict[str, Any]:
+    """A record's fields by name, less ``leave_out`` (what the model renames or drops)."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name not in leave_out}
 
 
 def _ts(ts_ms: int | None) -> str | None:
@@ -76,23 +87,9 @@ class GpuModel(BaseModel):
 
     @classmethod
     def from_inventory(cls, gpu: InventoryGpu) -> GpuModel:
-        i = gpu.info
+        # The record's times are milliseconds; the answer gives them as ISO text.
         return cls(
-            index=i.index,
-            uuid=i.uuid,
-            name=i.name,
-            pci_bus_id=i.pci_bus_id,
-            serial=i.serial,
-            driver_version=i.driver_version,
-            cuda_version=i.cuda_version,
-            slowdown_temp_c=i.slowdown_temp_c,
-            shutdown_temp_c=i.shutdown_temp_c,
-            power_limit_default_w=i.power_limit_default_w,
-            power_limit_min_w=i.power_limit_min_w,
-            power_limit_max_w=i.power_limit_max_w,
-            memory_total_bytes=i.memory_total_bytes,
-            ecc_enabled=i.ecc_enabled,
-            mig_enabled=i.mig_enabled,
+            **record_values(gpu.info),
             first_seen=_ts(gpu.first_seen_ms),
             last_seen=_ts(gpu.last_seen_ms),
             lost=gpu.lost_since_ms is not None,
@@ -131,73 +128,12 @@ class SampleModel(BaseModel):
 
     @classmethod
     def from_sample(cls, s: GpuSample) -> SampleModel:
-        values = {f: getattr(s, f) for f in GpuSample.__dataclass_fields__ if f != "uuid"}
+        # ``uuid`` is left out: the GPU beside the sample names it. ``ts`` and
+        # ``throttle_reasons`` are added for a reader.
         return cls(
             ts=format_ts(s.ts_ms),
             throttle_reasons=throttle_names(s.clocks_event_reasons),
-            **values,
-        )
-
-
-class BucketModel(BaseModel):
-    """One bucket: its start as an ISO time, and values to 4 significant digits."""
-
-    ts: str
-    min: float | None
-    avg: float | None
-    max: float | None
-    count: int = Field(description="samples in the bucket; 0 means no data")
-
-    @classmethod
-    def from_bucket(cls, b: Bucket) -> BucketModel:
-        return cls(
-            ts=format_ts(b.ts_ms),
-            min=round_sig(b.min),
-            avg=round_sig(b.avg),
-            max=round_sig(b.max),
-            count=b.count,
-        )
-
-
-class SeriesModel(BaseModel):
-    """A metric for one GPU over a window, from one storage tier.
-
-    Bucket times are ISO 8601 strings only (no millisecond twin); values have 4 significant
-    digits. Buckets without samples are left out unless asked for; ``empty_buckets`` counts
-    them, and a missing ``step_ms`` stretch between two ``ts`` is such a gap.
-    """
-
-    gpu: int
-    uuid: str
-    pci_bus_id: str
-    metric: str
-    unit: str
-    tier: Literal["raw", "1m", "1h"] | str
-    step_ms: int = Field(
-        description="bucket width actually used: a whole number of tier steps, and never "
-        "narrower than the interval between samples"
-    )
-    since: str
-    until: str
-    empty_buckets: int = Field(description="buckets in the window without samples (not listed)")
-    buckets: list[BucketModel]
-
-    @classmethod
-    def from_series(cls, s: Series, *, keep_empty: bool = False) -> SeriesModel:
-        """The model of ``s``; ``keep_empty`` lists empty buckets too (count 0, null values)."""
-        empty = sum(1 for b in s.buckets if b.count == 0)
-        return cls(
-            gpu=s.index,
-            uuid=s.uuid,
-            pci_bus_id=s.pci_bus_id,
-            metric=s.metric,
-            unit=s.unit,
-            tier=s.tier,
-            step_ms=s.step_ms,
-            since=format_ts(s.since_ms),
-            until=format_ts(s.until_ms),
-            empty_buckets=empty,
-            buckets=[BucketModel.from_bucket(b) for b in s.buckets if keep_empty or b.count],
+            **record_values(s, "uuid"),
         )
 
 
@@ -301,21 +237,13 @@ class XidEventModel(BaseModel):
 
     @classmethod
     def from_stored(cls, e: StoredXid, catalog: XidCatalog) -> XidEventModel:
+        # Renamed for a reader: times as ISO text, the catalog label as immediate_action, the
+        # pod flattened; left out: received_ms and raw (message is the readable part).
         info = catalog.lookup(e.xid, e.kind)
         return cls(
+            **record_values(e, *_XID_RENAMED),
             ts=format_ts(e.ts_ms),
             last_ts=format_ts(e.last_ts_ms),
-            kind=e.kind,
-            xid=e.xid,
-            count=e.count,
-            burst=e.burst,
-            node=e.node,
-            pci_bus_id=e.pci_bus_id,
-            gpu_uuid=e.gpu_uuid,
-            mig_gi=e.mig_gi,
-            mig_ci=e.mig_ci,
-            pid=e.pid,
-            process=e.process,
             namespace=e.pod.namespace if e.pod else None,
             pod=e.pod.pod if e.pod else None,
             container=e.pod.container if e.pod else None,
@@ -323,13 +251,11 @@ class XidEventModel(BaseModel):
             title=info.title,
             immediate_action=e.action,
             needs=code_action(e.xid, e.action, e.message),
-            message=e.message,
-            source=e.source,
-            injected=e.injected,
-            boot_id=e.boot_id,
-            seq=e.seq,
-            id=e.id,
         )
+
+
+# StoredXid fields XidEventModel gives under another name or shape, or leaves out.
+_XID_RENAMED = ("ts_ms", "last_ts_ms", "received_ms", "raw", "action", "pod")
 
 
 class CauseModel(BaseModel):

@@ -7,9 +7,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_server.catalog_resources import register_catalog_resources
 from mcp_server.deps import ToolDeps
 from mcp_server.prompts import register_prompts
-from mcp_server.tools_gpu import register_gpu_tools
-from mcp_server.tools_history import register_history_tools
-from mcp_server.tools_xid import register_xid_tools
+from mcp_server.tools import TOOLS, add_tools
 from watcher.prometheus import installed_version
 
 __all__ = ["build_server"]
@@ -31,9 +29,7 @@ def build_server(deps: ToolDeps) -> MCPServer:
     server = MCPServer(
         "xidwatch", instructions=INSTRUCTIONS, version=installed_version(), log_level="WARNING"
     )
-    register_gpu_tools(server, deps)
-    register_history_tools(server, deps)
-    register_xid_tools(server, deps)
-    register_catalog_resources(server, deps)
+    add_tools(server, TOOLS, (deps, deps.catalog))
+    register_catalog_resources(server, deps.catalog)
     register_prompts(server)
     return server

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mcp_server.annotations import READ_ONLY, compact
 from mcp_server.deps import ToolDeps
-from mcp_server.models import GpuModel, XidEventModel, XidExplanation
+from mcp_server.models import GpuModel, XidEventModel, XidExplanation, record_values
 from mcp_server.params import Gpus, Since, Until
+from mcp_server.results import compact
 from store.actions import Action, Cause
 from store.causes import MetricAround, MetricStats
 from store.correlation import NearbyXid
@@ -29,8 +28,17 @@ from store.xid_summary import (
     XidWindowSummary,
     summarize_with_changes,
 )
+from watcher.kernel.catalog import XidCatalog
 
-__all__ = ["register_xid_tools"]
+__all__ = [
+    "CorrelationResult",
+    "XidPageResult",
+    "XidSummaryResult",
+    "correlate_xid",
+    "explain_xid",
+    "list_xid_events",
+    "summarize_xid_events",
+]
 
 
 class NearbyXidModel(BaseModel):
@@ -79,9 +87,8 @@ class MetricSideModel(BaseModel):
 
     @classmethod
     def from_stats(cls, m: MetricStats | None) -> MetricSideModel | None:
-        if m is None:
-            return None
-        return cls(**{f: getattr(m, f) for f in cls.model_fields})
+        # The side's window (since/until, tier, step) is given once, in ``windows``.
+        return None if m is None else cls.model_validate(m, from_attributes=True)
 
 
 class MetricAroundModel(BaseModel):
@@ -169,20 +176,12 @@ class XidSummaryResult(BaseModel):
 
     @classmethod
     def from_summary(cls, w: XidWindowSummary) -> XidSummaryResult:
+        # The window's bounds are milliseconds in the record, ISO text in the answer.
         return cls(
+            **record_values(w, "since_ms", "until_ms", "previous_since_ms"),
             since=format_ts(w.since_ms),
             until=format_ts(w.until_ms),
             previous_since=format_ts(w.previous_since_ms),
-            total=w.total,
-            previous_total=w.previous_total,
-            rows=list(w.rows),
-            by_code=list(w.by_code),
-            by_gpu=list(w.by_gpu),
-            by_action=list(w.by_action),
-            new_codes=list(w.new_codes),
-            new_gpus=list(w.new_gpus),
-            new_pairs=list(w.new_pairs),
-            grown=list(w.grown),
         )
 
 
@@ -194,129 +193,129 @@ class XidPageResult(BaseModel):
     total_in_page: int
 
 
-def register_xid_tools(server: MCPServer, deps: ToolDeps) -> None:
-    @server.tool(annotations=READ_ONLY)
-    async def list_xid_events(
-        since: Since = "24h",
-        until: Until = None,
-        gpus: Gpus = [],  # noqa: B006 -- pydantic copies defaults; a tuple breaks the schema
-        codes: Annotated[
-            list[Annotated[int, Field(ge=0, le=100_000)]],
-            Field(max_length=32, description="XID codes; empty for all"),
-        ] = [],  # noqa: B006
-        actions: Annotated[
-            list[Annotated[str, Field(max_length=40)]],
-            Field(max_length=16, description="catalog actions, e.g. RESET_GPU, RESTART_BM"),
-        ] = [],  # noqa: B006
-        kind: Literal["xid", "sxid"] | None = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100,
-        cursor: Annotated[str | None, Field(max_length=200)] = None,
-    ) -> Annotated[CallToolResult, XidPageResult]:
-        """XID and NVSwitch SXid events stored on this node, newest first, with filters.
+async def list_xid_events(
+    deps: ToolDeps,
+    since: Since = "24h",
+    until: Until = None,
+    gpus: Gpus = [],  # noqa: B006 -- pydantic copies defaults; a tuple breaks the schema
+    codes: Annotated[
+        list[Annotated[int, Field(ge=0, le=100_000)]],
+        Field(max_length=32, description="XID codes; empty for all"),
+    ] = [],  # noqa: B006
+    actions: Annotated[
+        list[Annotated[str, Field(max_length=40)]],
+        Field(max_length=16, description="catalog actions, e.g. RESET_GPU, RESTART_BM"),
+    ] = [],  # noqa: B006
+    kind: Literal["xid", "sxid"] | None = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Field(max_length=200)] = None,
+) -> Annotated[CallToolResult, XidPageResult]:
+    """XID and NVSwitch SXid events stored on this node, newest first, with filters.
 
-        A flood of identical XIDs is stored as a burst row whose ``count`` is exact. Each
-        event carries the catalog's immediate action; use explain_xid for the full entry and
-        correlate_xid (with the event ``id``) for what the GPU was doing around it. A GPU
-        is named by index, UUID (or unique prefix) or PCI bus id, including a GPU seen only
-        in kernel lines.
-        """
-        since_ms = deps.instant(since, name="since")
-        until_ms = deps.instant(until, name="until") if until else None
-        async with deps.reader() as conn:
-            check_window(since_ms, until_ms)
-            pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
-            filters = XidFilter(
-                since_ms=since_ms,
-                until_ms=until_ms,
-                pci_bus_ids=pcis,
-                codes=codes,
-                actions=[a.upper() for a in actions],
-                kind=kind,
-            )
-            page = await list_xids(conn, filters, limit=limit, cursor=cursor)
-        events = [XidEventModel.from_stored(e, deps.catalog) for e in page.events]
-        return compact(
-            XidPageResult(events=events, next_cursor=page.next_cursor, total_in_page=len(events))
+    A flood of identical XIDs is stored as a burst row whose ``count`` is exact. Each
+    event carries the catalog's immediate action; use explain_xid for the full entry and
+    correlate_xid (with the event ``id``) for what the GPU was doing around it. A GPU
+    is named by index, UUID (or unique prefix) or PCI bus id, including a GPU seen only
+    in kernel lines.
+    """
+    since_ms = deps.instant(since, name="since")
+    until_ms = deps.instant(until, name="until") if until else None
+    async with deps.reader() as conn:
+        check_window(since_ms, until_ms)
+        pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
+        filters = XidFilter(
+            since_ms=since_ms,
+            until_ms=until_ms,
+            pci_bus_ids=pcis,
+            codes=codes,
+            actions=[a.upper() for a in actions],
+            kind=kind,
         )
+        page = await list_xids(conn, filters, limit=limit, cursor=cursor)
+    events = [XidEventModel.from_stored(e, deps.catalog) for e in page.events]
+    return compact(
+        XidPageResult(events=events, next_cursor=page.next_cursor, total_in_page=len(events))
+    )
 
-    @server.tool(annotations=READ_ONLY)
-    async def summarize_xid_events(
-        since: Since = "24h",
-        until: Until = None,
-        gpus: Gpus = [],  # noqa: B006
-    ) -> Annotated[CallToolResult, XidSummaryResult]:
-        """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
-        and what is new compared with the window of the same length just before it (new
-        codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
-        """
-        since_ms = deps.instant(since, name="since")
-        until_ms = deps.instant(until, name="until") if until else deps.now_ms()
-        async with deps.reader() as conn:
-            check_window(since_ms, until_ms)
-            pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
-            summary = await summarize_with_changes(
-                conn, since_ms=since_ms, until_ms=until_ms, pci_bus_ids=pcis
-            )
-        return compact(XidSummaryResult.from_summary(summary))
 
-    @server.tool(annotations=READ_ONLY)
-    async def correlate_xid(
-        event_id: Annotated[
-            int, Field(ge=1, le=2**63 - 1, description="the id from list_xid_events")
-        ],
-        before: Annotated[
-            str, Field(max_length=10, description="how far back to look (e.g. 15m, 2h)")
-        ] = "15m",
-        after: Annotated[str, Field(max_length=10, description="how far after (e.g. 5m)")] = "5m",
-    ) -> Annotated[CallToolResult, CorrelationResult]:
-        """One stored XID in context: the GPU's temperature, power, clocks, utilization,
-        memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
-        it (on this GPU and others), the processes and Kubernetes pods on that GPU then, and a
-        likely cause with the action this XID needs and the evidence. The cause is the
-        same judgement get_gpu_health's verdict uses (NVIDIA's workflows: which workloads
-        failed where for 13/31/43, 45 and 154 following others, 48 with 63/64, heat, power
-        or PCIe/NVLink errors before a 79), from a fixed context whatever window you ask for.
-        """
-        before_ms = deps.duration(before, name="before", most="24h")
-        after_ms = deps.duration(after, name="after", most="24h")
-        async with deps.reader() as conn:
-            c = await correlate(
-                conn,
-                event_id,
-                before_ms=before_ms,
-                after_ms=after_ms,
-                now_ms=deps.now_ms(),
-                retention=deps.retention,
-            )
-        catalog = deps.catalog
-        return compact(
-            CorrelationResult(
-                event=XidEventModel.from_stored(c.event, catalog),
-                gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
-                since=format_ts(c.since_ms),
-                until=format_ts(c.until_ms),
-                likely_cause=c.judgement.cause,
-                action=c.judgement.action,
-                confidence=c.judgement.confidence,
-                evidence=list(c.judgement.evidence),
-                windows={side: SideWindowModel.of(c.metrics, side) for side in ("before", "after")},
-                metrics=[MetricAroundModel.from_around(m) for m in c.metrics],
-                nearby_xids=[NearbyXidModel.from_nearby(n) for n in c.nearby_xids],
-                nearby_truncated=c.nearby_truncated,
-                processes=list(c.processes),
-                pods=list(c.pods),
-                gpu_events=list(c.gpu_events),
-            )
+async def summarize_xid_events(
+    deps: ToolDeps,
+    since: Since = "24h",
+    until: Until = None,
+    gpus: Gpus = [],  # noqa: B006
+) -> Annotated[CallToolResult, XidSummaryResult]:
+    """Counts of XIDs over a window by code, GPU and catalog action, with first/last seen,
+    and what is new compared with the window of the same length just before it (new
+    codes, new GPUs, new (code, GPU) pairs, counts that grew). Bursts count exactly.
+    """
+    since_ms = deps.instant(since, name="since")
+    until_ms = deps.instant(until, name="until") if until else deps.now_ms()
+    async with deps.reader() as conn:
+        check_window(since_ms, until_ms)
+        pcis = (await select_gpus(conn, gpus)).pci_bus_ids if gpus else ()
+        summary = await summarize_with_changes(
+            conn, since_ms=since_ms, until_ms=until_ms, pci_bus_ids=pcis
         )
+    return compact(XidSummaryResult.from_summary(summary))
 
-    @server.tool(annotations=READ_ONLY)
-    async def explain_xid(
-        code: Annotated[int, Field(ge=0, le=100_000, description="the XID or SXid number")],
-        kind: Literal["xid", "sxid"] = "xid",
-    ) -> Annotated[CallToolResult, XidExplanation]:
-        """What an XID means: description, likely causes, immediate and investigatory action.
 
-        From NVIDIA's XID catalog (codes 1..162); unknown codes get an explicit
-        ``known: false`` entry rather than an error.
-        """
-        return compact(XidExplanation.from_info(deps.catalog.lookup(code, kind), deps.catalog))
+async def correlate_xid(
+    deps: ToolDeps,
+    event_id: Annotated[int, Field(ge=1, le=2**63 - 1, description="the id from list_xid_events")],
+    before: Annotated[
+        str, Field(max_length=10, description="how far back to look (e.g. 15m, 2h)")
+    ] = "15m",
+    after: Annotated[str, Field(max_length=10, description="how far after (e.g. 5m)")] = "5m",
+) -> Annotated[CallToolResult, CorrelationResult]:
+    """One stored XID in context: the GPU's temperature, power, clocks, utilization,
+    memory, throttling, PCIe replays and ECC before and after it, the other XIDs around
+    it (on this GPU and others), the processes and Kubernetes pods on that GPU then, and a
+    likely cause with the action this XID needs and the evidence. The cause is the
+    same judgement get_gpu_health's verdict uses (NVIDIA's workflows: which workloads
+    failed where for 13/31/43, 45 and 154 following others, 48 with 63/64, heat, power
+    or PCIe/NVLink errors before a 79), from a fixed context whatever window you ask for.
+    """
+    before_ms = deps.duration(before, name="before", most="24h")
+    after_ms = deps.duration(after, name="after", most="24h")
+    async with deps.reader() as conn:
+        c = await correlate(
+            conn,
+            event_id,
+            before_ms=before_ms,
+            after_ms=after_ms,
+            now_ms=deps.now_ms(),
+            retention=deps.retention,
+        )
+    catalog = deps.catalog
+    return compact(
+        CorrelationResult(
+            event=XidEventModel.from_stored(c.event, catalog),
+            gpu=GpuModel.from_inventory(c.gpu) if c.gpu else None,
+            since=format_ts(c.since_ms),
+            until=format_ts(c.until_ms),
+            likely_cause=c.judgement.cause,
+            action=c.judgement.action,
+            confidence=c.judgement.confidence,
+            evidence=list(c.judgement.evidence),
+            windows={side: SideWindowModel.of(c.metrics, side) for side in ("before", "after")},
+            metrics=[MetricAroundModel.from_around(m) for m in c.metrics],
+            nearby_xids=[NearbyXidModel.from_nearby(n) for n in c.nearby_xids],
+            nearby_truncated=c.nearby_truncated,
+            processes=list(c.processes),
+            pods=list(c.pods),
+            gpu_events=list(c.gpu_events),
+        )
+    )
+
+
+async def explain_xid(
+    catalog: XidCatalog,
+    code: Annotated[int, Field(ge=0, le=100_000, description="the XID or SXid number")],
+    kind: Literal["xid", "sxid"] = "xid",
+) -> Annotated[CallToolResult, XidExplanation]:
+    """What an XID means: description, likely causes, immediate and investigatory action.
+
+    From NVIDIA's XID catalog (codes 1..162); unknown codes get an explicit
+    ``known: false`` entry rather than an error.
+    """
+    return compact(XidExplanation.from_info(catalog.lookup(code, kind), catalog))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from store.pacing import TokenBucket
+
 __all__ = ["MAX_BURST_SPAN_MS", "FloodKey", "FloodPolicy", "FloodState"]
 
 MAX_BURST_SPAN_MS = 3_600_000
@@ -34,17 +36,11 @@ class FloodPolicy:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    last_ms: int
-
-
-@dataclass(slots=True)
 class FloodState:
     """Token buckets per key. Pure in-memory state; copy it to plan a batch that may fail."""
 
     policy: FloodPolicy
-    buckets: dict[FloodKey, _Bucket] = field(default_factory=dict)
+    buckets: dict[FloodKey, TokenBucket] = field(default_factory=dict)
 
     def admit(self, key: FloodKey, ts_ms: int) -> bool:
         """True if an event at ``ts_ms`` may be stored individually (takes a token)."""
@@ -52,17 +48,10 @@ class FloodState:
             return True
         bucket = self.buckets.get(key)
         if bucket is None:
-            bucket = self.buckets[key] = _Bucket(float(self.policy.burst), ts_ms)
-        elapsed_ms = max(0, ts_ms - bucket.last_ms)
-        refill = elapsed_ms * self.policy.per_minute / 60_000
-        bucket.tokens = min(float(self.policy.burst), bucket.tokens + refill)
-        bucket.last_ms = max(bucket.last_ms, ts_ms)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return True
-        return False
+            policy = self.policy
+            bucket = TokenBucket.full(policy.burst, policy.per_minute, 60_000, ts_ms)
+            self.buckets[key] = bucket
+        return bucket.take(ts_ms)
 
     def copy(self) -> FloodState:
-        return FloodState(
-            self.policy, {k: _Bucket(b.tokens, b.last_ms) for k, b in self.buckets.items()}
-        )
+        return FloodState(self.policy, {k: b.copy() for k, b in self.buckets.items()})

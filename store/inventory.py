@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import get_args, get_type_hints
 
 import aiosqlite
 
@@ -31,11 +32,11 @@ __all__ = [
     "stored_node_name",
 ]
 
-_INFO_COLUMNS = (
-    "uuid, idx, name, pci_bus_id, serial, driver_version, cuda_version, slowdown_temp_c, "
-    "shutdown_temp_c, power_limit_default_w, power_limit_min_w, power_limit_max_w, "
-    "memory_total_bytes, ecc_enabled, mig_enabled"
-)
+# The gpus table has a column per GpuInfo field, named alike but for ``index`` (an SQL word).
+_COLUMN = {f.name: "idx" if f.name == "index" else f.name for f in fields(GpuInfo)}
+_INFO_COLUMNS = ", ".join(_COLUMN.values())
+# SQLite keeps booleans as 0/1.
+_BOOLEANS = frozenset(n for n, t in get_type_hints(GpuInfo).items() if bool in get_args(t))
 MAX_GPU_SELECTORS = 64
 _MAX_LISTED = 32  # GPUs named in an error's "Known GPUs"
 _MAX_XID_ONLY = 1024  # distinct PCI ids read from xid_events (a loose index scan)
@@ -253,21 +254,8 @@ async def _select(
 
 
 def _inventory(r: sqlite3.Row) -> InventoryGpu:
-    info = GpuInfo(
-        uuid=r["uuid"],
-        index=r["idx"],
-        name=r["name"],
-        pci_bus_id=r["pci_bus_id"],
-        serial=r["serial"],
-        driver_version=r["driver_version"],
-        cuda_version=r["cuda_version"],
-        slowdown_temp_c=r["slowdown_temp_c"],
-        shutdown_temp_c=r["shutdown_temp_c"],
-        power_limit_default_w=r["power_limit_default_w"],
-        power_limit_min_w=r["power_limit_min_w"],
-        power_limit_max_w=r["power_limit_max_w"],
-        memory_total_bytes=r["memory_total_bytes"],
-        ecc_enabled=None if r["ecc_enabled"] is None else bool(r["ecc_enabled"]),
-        mig_enabled=None if r["mig_enabled"] is None else bool(r["mig_enabled"]),
-    )
+    values = {name: r[column] for name, column in _COLUMN.items()}
+    for name in _BOOLEANS:
+        values[name] = None if values[name] is None else bool(values[name])
+    info = GpuInfo(**values)
     return InventoryGpu(info, r["first_seen_ms"], r["last_seen_ms"], r["lost_since_ms"])

@@ -33,6 +33,7 @@ __all__ = [
 
 EventKind = Literal["xid", "sxid"]
 GpuState = Literal["lost", "recovered"]
+_KMSG_PREFIX = "kmsg:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,18 @@ class SourceCursor:
 
     source_key: str
     position: int
+
+    @staticmethod
+    def kmsg_key(boot_id: str) -> str:
+        """The key of the /dev/kmsg stream of one boot: its positions are sequence numbers."""
+        return f"{_KMSG_PREFIX}{boot_id}"
+
+    @property
+    def kmsg_record(self) -> tuple[str, int] | None:
+        """(boot id, sequence number) where this is a /dev/kmsg position, else None."""
+        if not self.source_key.startswith(_KMSG_PREFIX):
+            return None
+        return self.source_key[len(_KMSG_PREFIX) :], self.position
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +76,10 @@ class PodRef:
 class XidEvent:
     """One XID or SXid as the kernel (or NVML) reported it, ready to be stored.
 
-    ``injected`` marks a synthetic line written by ``xidwatch inject``, not the driver.
+    Its position is its ``cursor``: a /dev/kmsg one also names the kernel record (boot id
+    and sequence number, :attr:`kernel_record`). ``capture_seq`` is the sequence number a
+    saved capture printed beside a line, part of that record's identity. ``injected`` marks
+    a synthetic line written by ``xidwatch inject``, not the driver.
     """
 
     ts_ms: int
@@ -81,11 +97,16 @@ class XidEvent:
     process: str | None = None
     mig_gi: int | None = None
     mig_ci: int | None = None
-    boot_id: str | None = None
-    seq: int | None = None
     cursor: SourceCursor | None = None
+    capture_seq: int | None = None
     injected: bool = False
     pod: PodRef | None = None
+
+    @property
+    def kernel_record(self) -> tuple[str | None, int | None]:
+        """(boot id, sequence number) of the kernel record, as far as they are known."""
+        kmsg = self.cursor.kmsg_record if self.cursor is not None else None
+        return kmsg if kmsg is not None else (None, self.capture_seq)
 
 
 @dataclass(frozen=True, slots=True)

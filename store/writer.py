@@ -28,6 +28,7 @@ import structlog
 
 from store.db import WriterLock, acquire_writer_lock, open_for_writing
 from store.flood import MAX_BURST_SPAN_MS, FloodKey, FloodPolicy, FloodState
+from store.pacing import Backoff
 from store.records import Checkpoint, GpuStateEvent, SampleBatch, XidEvent
 from store.samples import TelemetryResult, TelemetryWriter, pod_columns
 from store.schema import record_key
@@ -43,6 +44,7 @@ T = TypeVar("T")
 # Sample batches waiting beyond this many queued items are shed (counted): telemetry is
 # replaceable by the next tick, XIDs are not.
 MAX_QUEUED_FOR_SAMPLES = 10_000
+_FIRST_BACKOFF_S = 0.05  # a failed commit's first wait, doubling up to ``max_backoff_s``
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO xid_events (
@@ -142,7 +144,7 @@ class StoreWriter:
         self._flood = FloodState(flood or FloodPolicy())
         self._batch_max = batch_max
         self._flush_interval_s = flush_interval_s
-        self._max_backoff_s = max_backoff_s
+        self._backoff = Backoff(_FIRST_BACKOFF_S, max_backoff_s)
         self._clock = clock
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
@@ -198,9 +200,10 @@ class StoreWriter:
         ``UNIQUE(boot_id, seq)``; NVML and ``xidwatch inject`` carry no kernel line.
         Identical lines at the same millisecond of one stream are told apart by their order.
         """
-        if not event.raw or event.injected or (event.boot_id is not None and event.seq is not None):
+        boot_id, seq = event.kernel_record
+        if not event.raw or event.injected or (boot_id is not None and seq is not None):
             return None
-        base = record_key(event.boot_id, event.seq, event.ts_ms, event.raw)
+        base = record_key(boot_id, seq, event.ts_ms, event.raw)
         stream = event.cursor.source_key if event.cursor is not None else event.source
         at_ms, seen = self._repeats.get(stream, (None, {}))
         if at_ms != event.ts_ms:
@@ -208,9 +211,7 @@ class StoreWriter:
             self._repeats[stream] = (event.ts_ms, seen)
         nth = seen.get(base, 0)
         seen[base] = nth + 1
-        return (
-            base if nth == 0 else record_key(event.boot_id, event.seq, event.ts_ms, event.raw, nth)
-        )
+        return base if nth == 0 else record_key(boot_id, seq, event.ts_ms, event.raw, nth)
 
     async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on the write connection between commits (retention, vacuum)."""
@@ -281,7 +282,7 @@ class StoreWriter:
         return items
 
     async def _commit(self, batch: list[_Entry]) -> None:
-        backoff_s = 0.05
+        attempt = 0
         while True:
             flood = self._flood.copy()
             bursts = {
@@ -306,6 +307,8 @@ class StoreWriter:
                     if not isinstance(i, SampleBatch) or i.gpus
                 ]
                 self.stats.commit_retries += 1
+                attempt += 1
+                backoff_s = self._backoff.delay_s(attempt)
                 log.warning(
                     "store_commit_failed_retrying",
                     error=str(e),
@@ -314,7 +317,6 @@ class StoreWriter:
                     retry_in_s=backoff_s,
                 )
                 await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, self._max_backoff_s)
                 continue
             break
         self.failing = None
@@ -498,8 +500,7 @@ def _row(e: XidEvent, *, burst: bool) -> tuple[object, ...]:
         e.raw,
         e.source,
         e.action,
-        None if burst else e.boot_id,
-        None if burst else e.seq,
+        *((None, None) if burst else e.kernel_record),
         int(e.injected),
         *pod_columns(e.pod),
     )

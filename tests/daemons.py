@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -16,12 +15,17 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until, wait_until_async
 from watcher.config import DaemonConfig, SimulationSpec
 from watcher.daemon import Daemon
 
 
 async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) -> Daemon:
-    """Run the daemon (fast ticks) until every timeline entry is applied; return it stopped."""
+    """Run the daemon (fast ticks) until every timeline entry is applied; return it stopped.
+
+    Stopping reads what the kernel log still holds and lets go of every held NVML event,
+    so the store then has the whole scenario.
+    """
     daemon = Daemon(
         DaemonConfig(
             db_path=db_path,
@@ -42,10 +46,8 @@ async def run_scenario(db_path: Path, spec: SimulationSpec, **config: object) ->
         raise AssertionError("the daemon stopped before it was ready")
     sim = daemon.simulation
     assert sim is not None and sim.runner is not None and sim.scenario is not None
-    async with asyncio.timeout(30):
-        while len(sim.runner.applied) < len(sim.scenario.events):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # the last lines reach the store; NVML holds expire
+    runner, scenario = sim.runner, sim.scenario
+    await wait_until_async(lambda: len(runner.applied) >= len(scenario.events), 30)
     stop.set()
     await task
     return daemon
@@ -76,15 +78,18 @@ class XidwatchProcess:
 
     def wait_for_event(self, event: str, timeout: float = 30) -> dict[str, Any]:
         """The first JSON log record of ``event``, once the process has logged it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def logged() -> dict[str, Any] | None:
             for line in self.log.read_text().splitlines():
                 if f'"{event}"' in line:
                     record: dict[str, Any] = json.loads(line)
                     return record
             assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        raise AssertionError(f"no {event} line: {self.log.read_text()}")
+            return None
+
+        return wait_until(
+            logged, timeout, message=lambda: f"no {event} line: {self.log.read_text()}"
+        )
 
     def memory_kib(self, field: str = "VmRSS") -> int:
         """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in KiB."""

@@ -25,6 +25,14 @@ Endpoints (every one needs ``Authorization: Bearer <token>``, else 401):
 - ``GET /api/v1/nodes/{name}``; ``PATCH /api/v1/nodes/{name}/status`` merges the patch,
   ``status.conditions`` by ``type`` (strategic merge). A PATCH whose Content-Type is not a
   patch type answers 415, as the real API server does.
+- ``/api/v1/namespaces/{ns}/pods/{name}[:{port}]/proxy/{path}`` (any method): the pod
+  proxy, as the real API server does it: authenticated first, then forwarded to the pod's
+  IP and port (``port`` absent: its first container port) with the ``Authorization`` header
+  removed, the caller's ``Host`` header kept, and ``X-Forwarded-For``/``X-Forwarded-Uri``
+  added; the pod's answer is relayed as it is. No such pod: 404; the pod unreachable: 503
+  ``error trying to reach service``. :meth:`route` says where a pod IP is really reached
+  (the pod network as the API server sees it), so tests can list pod IPs where nothing
+  listens; :attr:`proxied` holds the headers each forwarded request carried.
 - Anything else: 404 with a ``Status`` object.
 
 State: :attr:`requests` (every request, with the status it got), :attr:`events`,
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.client
 import itertools
 import json
 import re
@@ -48,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = ["STRATEGIC_MERGE_PATCH", "KubeApiServer", "RecordedRequest", "container_hex_id"]
 
@@ -93,6 +102,8 @@ class _State:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    proxied: list[dict[str, str]] = field(default_factory=list)
+    routes: dict[str, str] = field(default_factory=dict)
     fail: list[int] = field(default_factory=list)
     down: bool = False
 
@@ -218,8 +229,9 @@ _REASONS = {
 class KubeApiServer:
     """The fake API server. Use as a context manager, or call :meth:`start`/:meth:`stop`."""
 
-    def __init__(self, token: str = "xidwatch-test-token") -> None:
+    def __init__(self, token: str = "xidwatch-test-token", *, host: str = "127.0.0.1") -> None:
         self.token = token
+        self.host = host
         self._state = _State()
         self._lock = threading.Lock()
         self._versions = itertools.count(1000)
@@ -230,7 +242,7 @@ class KubeApiServer:
 
     def start(self) -> KubeApiServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer((self.host, 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.02,), name="kube-api", daemon=True
@@ -467,6 +479,19 @@ class KubeApiServer:
         with self._lock:
             self._state.requests.clear()
 
+    # the pod network, as the API server reaches it
+
+    def route(self, pod_ip: str, to: str) -> None:
+        """The proxy reaches ``pod_ip`` at address ``to`` (same port)."""
+        with self._lock:
+            self._state.routes[pod_ip] = to
+
+    @property
+    def proxied(self) -> list[dict[str, str]]:
+        """The headers of every request the pod proxy forwarded (keys lower-case)."""
+        with self._lock:
+            return copy.deepcopy(self._state.proxied)
+
     # faults
 
     def fail_next(self, n: int = 1, status: int = 500) -> None:
@@ -505,14 +530,8 @@ class KubeApiServer:
         headers: dict[str, str],
         body: Any,
     ) -> tuple[int, dict[str, Any]]:
-        auth = headers.get("authorization", "")
-        if auth.split(" ", 1)[-1] != self.token or auth[:7].lower() != "bearer ":
-            return 401, _status(401, "Unauthorized", "Unauthorized")
-        if self._state.down:
-            return 503, _status(503, "ServiceUnavailable", "the server is down (test)")
-        if self._state.fail:
-            code = self._state.fail.pop(0)
-            return code, _status(code, _REASONS.get(code, "InternalError"), "injected failure")
+        if refused := self._refusal(headers):
+            return refused
         if body is _BAD_JSON:
             return 400, _status(400, "BadRequest", "request body is not JSON")
         if method == "PATCH" and headers.get("content-type") not in PATCH_TYPES:
@@ -522,6 +541,54 @@ class KubeApiServer:
             return self._route(method, path, query, body)
         except _BadRequestError as e:
             return 400, _status(400, "BadRequest", str(e))
+
+    def _refusal(self, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]] | None:
+        """Authentication, then the injected faults (callers hold the lock)."""
+        auth = headers.get("authorization", "")
+        if auth.split(" ", 1)[-1] != self.token or auth[:7].lower() != "bearer ":
+            return 401, _status(401, "Unauthorized", "Unauthorized")
+        if self._state.down:
+            return 503, _status(503, "ServiceUnavailable", "the server is down (test)")
+        if self._state.fail:
+            code = self._state.fail.pop(0)
+            return code, _status(code, _REASONS.get(code, "InternalError"), "injected failure")
+        return None
+
+    def _proxy(
+        self, method: str, raw_path: str, headers: dict[str, str], raw: bytes, client: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The pod proxy subresource: (status, headers, body) to send back."""
+        parts = urlsplit(raw_path)
+        match = _PROXY_PATH.match(parts.path)
+        assert match is not None
+        ns, target, rest = match.group(1), unquote(match.group(2)), match.group(3) or "/"
+        name, _, port = target.partition(":")
+        with self._lock:
+            refused = self._refusal(headers)
+            pod = copy.deepcopy(self._state.pods.get((ns, name)))
+            ip = (pod or {}).get("status", {}).get("podIP")
+            address = self._state.routes.get(ip, ip) if ip else None
+            status = refused[0] if refused else 404 if pod is None else 200
+            query = dict(parse_qsl(parts.query, keep_blank_values=True))
+            self._state.requests.append(
+                RecordedRequest(method, parts.path, query, headers, None, status)
+            )
+        if refused:
+            return _json_answer(*refused)
+        if pod is None or address is None:
+            return _json_answer(404, _status(404, "NotFound", f'pods "{name}" not found'))
+        port = port or str(_first_port(pod))
+        forward = {k: v for k, v in headers.items() if k not in _NOT_FORWARDED}
+        forward["x-forwarded-for"] = client
+        forward["x-forwarded-uri"] = parts.path
+        with self._lock:
+            self._state.proxied.append(dict(forward))
+        path = rest + (f"?{parts.query}" if parts.query else "")
+        try:
+            return _forward(address, int(port), method, path, forward, raw)
+        except OSError as e:
+            message = f"error trying to reach service: dial tcp {ip}:{port}: {e}"
+            return _json_answer(503, _status(503, "ServiceUnavailable", message))
 
     def _route(
         self, method: str, path: str, query: dict[str, str], body: Any
@@ -640,11 +707,65 @@ def _not_found(path: str) -> tuple[int, dict[str, Any]]:
     return 404, _status(404, "NotFound", f"the server could not find the requested resource {path}")
 
 
+_PROXY_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/proxy(/.*)?$")
+# Not passed to the pod: the caller's credential (the API server strips it once it has
+# authenticated the caller) and the hop-by-hop headers.
+_NOT_FORWARDED = {
+    "authorization",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+PROXY_TIMEOUT_S = 30.0
+
+
+def _first_port(pod: Mapping[str, Any]) -> int:
+    for container in pod["spec"]["containers"]:
+        for port in container.get("ports") or ():
+            return int(port["containerPort"])
+    return 80
+
+
+def _json_answer(status: int, doc: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+
+def _forward(
+    host: str, port: int, method: str, path: str, headers: Mapping[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to the pod, its Host header the caller's; the answer as it came."""
+    conn = http.client.HTTPConnection(host, port, timeout=PROXY_TIMEOUT_S)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for key, value in headers.items():
+            if key != "content-length":
+                conn.putheader(key, value)
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+        kept = {k: v for k, v in response.getheaders() if k.lower() not in _NOT_FORWARDED}
+        kept.pop("Content-Length", None)
+        kept.pop("content-length", None)
+        return response.status, kept, data
+    finally:
+        conn.close()
+
+
 def _make_handler(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if _PROXY_PATH.match(urlsplit(self.path).path):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                client = self.client_address[0]
+                self._reply(*server._proxy(self.command, self.path, headers, raw, client))
+                return
             body: Any = None
             if raw:
                 try:
@@ -652,10 +773,12 @@ def _make_handler(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                 except ValueError:
                     body = _BAD_JSON
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, doc = server._handle(self.command, self.path, headers, body)
-            data = json.dumps(doc).encode()
+            self._reply(*_json_answer(*server._handle(self.command, self.path, headers, body)))
+
+        def _reply(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            for key, value in headers.items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RealKmsgWriter
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,7 @@ def daemon(*args: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_until(predicate, timeout_s, message=f"waiting for {what}")
 
 
 def _count(db: Path, where: str = "1") -> int:

@@ -25,6 +25,7 @@ import httpx2
 import pytest
 
 from tests.daemons import DaemonProcess
+from tests.waiting import wait_until
 from watcher.logs import FOREIGN_LINES_PER_MINUTE
 
 pytestmark = pytest.mark.slow
@@ -385,6 +386,14 @@ def test_hundreds_of_stalled_connections_do_not_starve_the_probes(
         assert ready.status_code == 200, ready.text
 
 
+def _healthz(d: DaemonProcess) -> int | None:
+    """``/healthz``'s status, or None while the daemon cannot take the connection."""
+    try:
+        return d.get("/healthz")[0]
+    except OSError:
+        return None
+
+
 def test_running_out_of_file_descriptors_logs_json_lines_and_recovers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -397,18 +406,9 @@ def test_running_out_of_file_descriptors_logs_json_lines_and_recovers(
         with ExitStack() as stack:
             for _ in range(30):
                 stack.enter_context(socket.create_connection(("127.0.0.1", d.port), 5))
-            for _ in range(200):  # until the daemon has met the limit
-                if "out of system resource" in d.log.read_text():
-                    break
-                time.sleep(0.02)
+            wait_until(lambda: "out of system resource" in d.log.read_text())  # met the limit
         resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
-        for _ in range(100):  # accept() resumes a second after it failed
-            try:
-                if d.get("/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-        assert d.get("/healthz")[0] == 200
+        wait_until(lambda: _healthz(d) == 200)  # accept() resumes a second after it failed
     finally:
         assert d.stop() == 0, d.log.read_text()
     lines = d.log.read_text().splitlines()

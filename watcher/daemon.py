@@ -29,7 +29,7 @@ from watcher.kernel.logfile import FileSource
 from watcher.nvml.device import NvmlUnavailableError
 from watcher.nvml.events import NvmlXidSource
 from watcher.nvml.sampler import NvmlSampler
-from watcher.pipeline import XidPipeline
+from watcher.pipeline import PipelineStats, XidPipeline
 from watcher.prometheus import XidCounts
 from watcher.records import LogSource, Service
 from watcher.verdicts import VerdictBoard
@@ -59,6 +59,7 @@ log = structlog.get_logger("watcher.daemon")
 POD_LIST_AT_START_S = 5.0  # how long start waits for this node's pod list
 SERVICE_START_S = 30.0  # how long start waits for a service (the HTTP port) to be up
 EVENTS_DRAIN_S = 5.0  # how long stop waits for the last Kubernetes Events to be posted
+KMSG_USER_SPACE_POLL_S = 0.1  # kmsg drain timer, only where user-space records are accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +90,8 @@ class Daemon:
         self.writer = StoreWriter(config.db_path, flood=config.flood, on_commit=self._committed)
         self.catalog = catalog or default_catalog()
         self._xids_queued = 0  # XIDs handed to the writer: what SIGTERM on a full disk loses
-        self.pipeline = XidPipeline(
-            self._queue_for_writer,
-            self.catalog,
-            node=config.node,
-            now_ms=self.host.now_ms,
-            hold_nvml=config.kmsg,
-            accept_injected=config.accept_injected,
-            user_space_xids=config.kmsg_any_facility,
-        )
+        self.pipeline_stats = PipelineStats()  # for /metrics, before the pipeline is built
+        self.pipeline: XidPipeline  # built by run() once NVML's GPUs and the pods are known
         self.sources: list[LogSource] = []
         self.sampler: NvmlSampler | None = None
         self.nvml_events: NvmlXidSource | None = None
@@ -193,8 +187,13 @@ class Daemon:
         services = await self._start_services()
         try:
             self.sources = self._build_sources()
-            await self._start_nvml()
             await self._start_kubernetes()
+            await self._start_nvml()
+            self.pipeline = self._build_pipeline()
+            if self.sampler is not None and self.config.nvml_events:
+                self.nvml_events = NvmlXidSource(
+                    self.sampler.devices, self.pipeline.handle_nvml, now_ms=self.host.now_ms
+                )
         except BaseException:
             await self._stop_services(services)
             raise
@@ -298,6 +297,7 @@ class Daemon:
     def _build_sources(self) -> list[LogSource]:
         cfg, host = self.config, self.host
         sources: list[LogSource] = []
+        user_space = cfg.kmsg_any_facility or cfg.accept_injected  # records the kernel won't wake
         if cfg.kmsg:
             boot_id, open_kmsg = host.boot_id, host.open_kmsg
             if self.simulation is not None and open_kmsg is None:
@@ -309,7 +309,7 @@ class Daemon:
                     boot_wall_ms=host.boot_wall_ms,
                     now_ms=host.now_ms,
                     after_seq=self.writer.watermark(kmsg_source_key(boot_id)),
-                    any_facility=cfg.kmsg_any_facility or cfg.accept_injected,
+                    poll_interval_s=KMSG_USER_SPACE_POLL_S if user_space else None,
                 )
             )
         files = [
@@ -335,6 +335,7 @@ class Daemon:
             interval_s=self.config.sample_interval_s,
             now_ms=self.host.now_ms,
             proc_root=self.config.host_proc,
+            pods=self.pods,
         )
         try:
             await sampler.start()
@@ -342,11 +343,22 @@ class Daemon:
             log.warning("nvml_unavailable", reason=str(e))
             return
         self.sampler = sampler
-        self.pipeline.gpu_uuids = {g.pci_bus_id: g.uuid for g in sampler.gpus}
-        if self.config.nvml_events:
-            self.nvml_events = NvmlXidSource(
-                sampler.devices, self.pipeline.handle_nvml, now_ms=self.host.now_ms
-            )
+
+    def _build_pipeline(self) -> XidPipeline:
+        cfg = self.config
+        gpus = self.sampler.gpus if self.sampler is not None else ()
+        return XidPipeline(
+            self._queue_for_writer,
+            self.catalog,
+            node=cfg.node,
+            now_ms=self.host.now_ms,
+            hold_nvml=cfg.kmsg,
+            accept_injected=cfg.accept_injected,
+            user_space_xids=cfg.kmsg_any_facility,
+            gpu_uuids={g.pci_bus_id: g.uuid for g in gpus},
+            pods=self.pods,
+            stats=self.pipeline_stats,
+        )
 
     def _stoppable_parts(self) -> tuple[Service | None, ...]:
         return (self.sampler, self.nvml_events, self.pods, *self.services)
@@ -379,20 +391,26 @@ class Daemon:
         # soon only delays attribution (the refresh loop keeps trying), never the daemon.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pods.refresh(), POD_LIST_AT_START_S)
-        self.pipeline.pods = self.pods
-        if self.sampler is not None:
-            self.sampler.pods = self.pods
         if k.events:
-            from watcher.k8s.events import XidEventPoster
+            self.k8s_events = self._event_poster(api)
 
-            self.k8s_events = XidEventPoster(
-                api,
-                self.config.node,
-                catalog=self.catalog,
-                actions=k.event_actions,
-                node_condition=k.node_condition,
-                quiet_s=k.node_condition_quiet_s,
+    def _event_poster(self, api: ApiClient) -> XidEventPoster:
+        from watcher.k8s.condition import NodeCondition
+        from watcher.k8s.event_queue import XidEventQueue
+        from watcher.k8s.event_writer import API_BACKOFF, KubeEventWriter
+        from watcher.k8s.events import XidEventPoster
+
+        k = self.config.kubernetes
+        condition = None
+        if k.node_condition is not None:
+            condition = NodeCondition(
+                k.node_condition, quiet_s=k.node_condition_quiet_s, retry_s=API_BACKOFF.max_s
             )
+        return XidEventPoster(
+            XidEventQueue(actions=k.event_actions),
+            KubeEventWriter(api, self.config.node, catalog=self.catalog),
+            condition=condition,
+        )
 
     async def _flush_checkpoints(self) -> None:
         while True:

@@ -22,6 +22,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from watcher.log_levels import DEFAULT_LOG_LEVEL
+
 __all__ = ["FOREIGN_LINES_PER_MINUTE", "configure_logging"]
 
 FOREIGN_LINES_PER_MINUTE = 10
@@ -31,7 +33,7 @@ _EXTRAS = ("suppressed", "error_type", "error", "where", "detail")
 
 
 def configure_logging(
-    level: str = "info",
+    level: str = DEFAULT_LOG_LEVEL,
     *,
     json: bool | None = None,
     stream: TextIO | None = None,

@@ -15,7 +15,7 @@ become the event themselves.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from store.records import Checkpoint, SourceCursor, XidEvent
@@ -80,9 +80,13 @@ class XidPipeline:
         hold_nvml: bool = True,
         accept_injected: bool = False,
         user_space_xids: bool = False,
+        gpu_uuids: Mapping[str, str] | None = None,
+        pods: PodLookup | None = None,
+        stats: PipelineStats | None = None,
     ) -> None:
-        self.stats = PipelineStats()
-        self.gpu_uuids: dict[str, str] = {}  # PCI bus id -> UUID, from NVML discovery
+        self.stats = stats if stats is not None else PipelineStats()
+        self.gpu_uuids = dict(gpu_uuids or {})  # PCI bus id -> UUID, from NVML discovery
+        self.pods = pods  # Kubernetes attribution, when on a cluster
         self.hold_nvml = hold_nvml
         self.accept_injected = accept_injected  # `xidwatch inject` lines become events
         self.user_space_xids = user_space_xids  # any user-space record may (tests only)
@@ -97,10 +101,13 @@ class XidPipeline:
         self._recent: OrderedDict[tuple[object, ...], tuple[str, int]] = OrderedDict()
         self._sxid_headers: OrderedDict[tuple[str | None, int], int] = OrderedDict()
         self._details: dict[tuple[str | None, int], _Details] = {}
-        self.pods: PodLookup | None = None  # Kubernetes attribution, when on a cluster
 
     def handle(self, record: LogRecord) -> None:
-        """Parse one record; never raises for any text."""
+        """Parse one record; never raises for any text.
+
+        The one place that decides what a record may be: its source hands on everything
+        with its facility, and a record not admitted is only a checkpoint.
+        """
         if record.text and not self._admits(record):
             record = replace(record, text="")  # a checkpoint only
         self.stats.records += 1
@@ -286,9 +293,8 @@ class XidPipeline:
             process=parsed.process,
             mig_gi=parsed.mig_gi,
             mig_ci=parsed.mig_ci,
-            boot_id=record.boot_id,
-            seq=record.seq,
             cursor=record.cursor,
+            capture_seq=None if _from_kmsg(record.cursor) else record.seq,
             injected=injected_id(record.text) is not None,
         )
 
@@ -329,6 +335,11 @@ class XidPipeline:
             and seen[0] != source
             and abs(ts_ms - seen[1]) <= CROSS_SOURCE_WINDOW_MS
         )
+
+
+def _from_kmsg(cursor: SourceCursor | None) -> bool:
+    """Whether ``cursor`` is a /dev/kmsg position (which names the kernel record itself)."""
+    return cursor is not None and cursor.kmsg_record is not None
 
 
 def _source_key(cursor: SourceCursor | None) -> str | None:

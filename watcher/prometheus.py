@@ -172,13 +172,13 @@ class DaemonCollector(Collector):
         by_source = CounterMetricFamily(
             "xidwatch_log_records", "Log records handed to the XID parser.", labels=("source",)
         )
-        for source, n in sorted(d.pipeline.stats.by_source.items()):
+        for source, n in sorted(d.pipeline_stats.by_source.items()):
             by_source.add_metric((source,), n)
         yield by_source
         yield _counter(
             "xidwatch_xid_parse_failures",
             "NVRM Xid-looking lines that did not parse (a new line format?).",
-            d.pipeline.stats.parse_failures,
+            d.pipeline_stats.parse_failures,
         )
 
     def _writer(self) -> Iterator[Metric]:

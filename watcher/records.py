@@ -19,7 +19,9 @@ class LogRecord:
 
     ``text`` is the message with kmsg escapes undone (a multi-line record keeps its
     newlines). ``ts_ms`` is the wall-clock time the kernel logged it when that is known,
-    else None; ``received_ms`` is when xidwatch read it.
+    else None; ``received_ms`` is when xidwatch read it. ``cursor`` is its position in its
+    source (for kmsg: boot id and sequence number); ``seq`` the kernel's sequence number
+    where the source shows one.
     """
 
     text: str
@@ -27,7 +29,6 @@ class LogRecord:
     received_ms: int
     ts_ms: int | None = None
     facility: int = KERNEL_FACILITY
-    boot_id: str | None = None
     seq: int | None = None
     cursor: SourceCursor | None = None
 

@@ -15,17 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from watchfiles import awatch
 
 from store.errors import XidwatchError
-from watcher.config import DaemonConfig
-from watcher.settings import (
-    RELOADABLE,
-    RunSettings,
-    daemon_config,
-    layered,
-    read_settings_file,
-)
+from watcher.config import DaemonConfig, daemon_config
+from watcher.dirwatch import watch_directory
+from watcher.settings import RELOADABLE, RunSettings, layered, read_settings_file
 
 __all__ = ["ConfigReloader"]
 
@@ -35,9 +29,11 @@ log = structlog.get_logger("watcher.reload")
 class ConfigReloader:
     """Re-reads ``path`` on change and hands the new :class:`DaemonConfig` to ``apply``.
 
-    ``below`` and ``above`` are the layers the file sits between (defaults; environment
-    and flags), so a key set by a flag keeps the flag's value whatever the file says.
-    ``current`` is the merged settings the daemon started with.
+    ``below`` and ``above`` are the layers the file sits between (over the settings'
+    defaults; under the environment and flags), so a key set by a flag keeps the flag's
+    value whatever the file says. ``current`` is the merged settings the daemon started
+    with. ``started`` is set once the directory is watched: every change from then on is
+    seen.
     """
 
     name = "config"
@@ -46,7 +42,7 @@ class ConfigReloader:
         self,
         path: Path,
         *,
-        below: RunSettings,
+        below: RunSettings | None = None,
         above: RunSettings,
         current: RunSettings,
         apply: Callable[[DaemonConfig], None],
@@ -56,25 +52,26 @@ class ConfigReloader:
         self.path = path
         self.current = current
         self.reloads = 0
-        self._below, self._above = below, above
+        self._below, self._above = below or RunSettings(), above
         self._apply = apply
         self._debounce_ms = debounce_ms
         self._force_polling = force_polling
+        self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._last = self._read_bytes()
 
     async def run(self) -> None:
         """Watch until :meth:`stop`; a watch that cannot start is logged, not fatal."""
-        log.info("config_watching", path=str(self.path))
         try:
-            async for _ in awatch(
+            changes = watch_directory(
                 self.path.parent,
-                stop_event=self._stop,
+                stop=self._stop,
+                on_watching=self._watching,
                 debounce=self._debounce_ms,
-                recursive=False,
                 force_polling=self._force_polling,
                 watch_filter=None,
-            ):
+            )
+            async for _ in changes:
                 self.check()
         except (OSError, RuntimeError) as e:  # e.g. out of inotify watches
             log.error("config_watch_failed", path=str(self.path), error=str(e))
@@ -82,6 +79,11 @@ class ConfigReloader:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _watching(self) -> None:
+        log.info("config_watching", path=str(self.path))
+        self.started.set()
+        self.check()  # a change made before the watch was in place
 
     def check(self) -> None:
         """Reload if the file's content changed since it was last read."""

@@ -1,116 +1,223 @@
-"""``xidwatch run``'s settings: validated layers (defaults < file < environment < flags).
+"""``xidwatch run``'s settings: one model owns each setting's name, default, bounds and help.
 
-Every setting has one name, the long flag's with ``_`` for ``-`` (``--sample-interval``
-is ``sample_interval`` in the YAML file and ``XIDWATCH_SAMPLE_INTERVAL`` in the
-environment); the repeatable ``--log-file`` and ``--allowed-host`` are the lists
-``log_files`` and ``allowed_hosts``. Each layer is a :class:`RunSettings` with only the
-keys it sets; :func:`layered` stacks them and :func:`daemon_config` turns the result into
-the one :class:`DaemonConfig`. Errors name the key, where it came from and what is valid.
+A setting's key is the long flag's name with ``_`` for ``-`` (``--sample-interval`` is
+``sample_interval`` in the YAML file and ``XIDWATCH_SAMPLE_INTERVAL`` in the environment);
+the repeatable ``--log-file``, ``--allowed-host``, ``--gpu-resource`` and
+``--gpu-annotation`` are the lists ``log_files``, ``allowed_hosts``, ``gpu_resources`` and
+``gpu_annotations``. :class:`RunSettings` declares every key once, with its default and its
+help (the flags' help is this text). A layer (the file; the flags and variables given) is
+a :class:`RunSettings` that remembers which keys it set (``model_fields_set``);
+:func:`layered` stacks layers over the defaults (defaults < file < environment < flags).
+Errors name the key, where it came from and what is valid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from store.actions import FATAL_LABELS
 from store.errors import XidwatchError
 from store.flood import FloodPolicy
+from store.paths import DEFAULT_DB
 from store.retention import RetentionPolicy
 from store.windows import parse_duration_ms
-from watcher.config import DaemonConfig, KubernetesConfig, SimulationSpec
+from watcher.kernel.kmsg import KMSG_PATH
+from watcher.log_levels import DEFAULT_LOG_LEVEL, LOG_LEVELS
 
 __all__ = [
+    "DEFAULT_GPU_ANNOTATIONS",
     "RELOADABLE",
     "RunSettings",
     "SettingsError",
-    "daemon_config",
     "layered",
+    "parse_listen",
     "parse_settings",
     "read_settings_file",
 ]
-
-T = TypeVar("T")
 
 RELOADABLE = frozenset(
     {"sample_interval", "retention_raw", "retention_1m", "retention_1h", "log_level"}
 )
 """Keys a changed config file applies without a restart; the rest log "restart to apply"."""
 
+DEFAULT_GPU_ANNOTATIONS = (
+    "xidwatch.io/gpus",
+    "nvidia.com/use-gpuuuid",
+    "hami.io/vgpu-devices-allocated",
+    "ALIYUN_COM_GPU_IDX",
+)
+# The store owns folding's and retention's defaults (it imports nothing of ours); the
+# settings take them from there.
+_FLOOD = FloodPolicy()
+_RETENTION = RetentionPolicy()
+_UNITS_MS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
+
 
 class SettingsError(XidwatchError):
     """A setting is malformed or unknown; the message names it and what is valid."""
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9607`` for IPv6) -> (host, port); port 0 picks a free one.
+
+    An empty host means every address. A ValueError says what is wrong with ``text``.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r}: use HOST:PORT, e.g. 0.0.0.0:9607")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _duration_text(ms: int) -> str:
+    """``172800000`` -> ``2d``: a duration in the largest unit that states it exactly."""
+    unit, size = next(((u, s) for u, s in _UNITS_MS if ms % s == 0), ("s", 1_000))
+    return f"{ms // size}{unit}"
+
+
 class RunSettings(BaseModel):
-    """Settings of ``xidwatch run`` by key; None means "not set in this layer"."""
+    """Settings of ``xidwatch run`` by key, each with its default and its help."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db: Path | None = None
-    node: str | None = None
-    kmsg: bool | None = None
-    kmsg_path: Path | None = None
-    kmsg_any_facility: bool | None = None
-    accept_injected: bool | None = None
-    log_files: list[Path] | None = None
-    log_file_from_start: bool | None = None
-    nvml: bool | None = None
-    sample_interval: float | None = Field(default=None, ge=1.0)
-    simulate: int | None = Field(default=None, ge=0, le=64)
-    simulate_model: str | None = None
-    scenario: str | None = None
-    scenario_speed: float | None = Field(default=None, ge=0.01)
-    retention_raw: str | None = None
-    retention_1m: str | None = None
-    retention_1h: str | None = None
-    listen: str | None = None
-    http: bool | None = None
-    auth_token_file: Path | None = None
-    allowed_hosts: list[str] | None = None
-    flood_burst: int | None = Field(default=None, ge=1)
-    flood_per_minute: float | None = Field(default=None, ge=0.0)
-    log_level: Literal["debug", "info", "warning", "error"] | None = None
-    host_proc: Path | None = None
-    kubernetes: bool | None = None
-    kubeconfig: Path | None = None
-    pod_refresh: str | None = None
-    gpu_resources: list[str] | None = None
-    gpu_annotations: list[str] | None = None
-    k8s_events: bool | None = None
-    k8s_event_actions: list[str] | None = None
-    node_condition: str | None = Field(default=None, pattern=r"^([A-Z][A-Za-z0-9]{0,62})?$")
-    node_condition_quiet: str | None = None
+    db: Path = Field(default=DEFAULT_DB, description="SQLite store file.")
+    node: str | None = Field(default=None, description="Node name; default hostname.")
+    kmsg: bool = Field(default=True, description="Read /dev/kmsg.")
+    kmsg_path: Path = Field(default=KMSG_PATH, description="The kernel log device.")
+    kmsg_any_facility: bool = Field(
+        default=False,
+        description="Also accept records user space wrote to /dev/kmsg "
+        "(tests only: lets root forge XIDs).",
+    )
+    accept_injected: bool = Field(
+        default=False,
+        description="Store the synthetic XIDs `xidwatch inject` writes (marked injected); "
+        "other user-space records stay ignored.",
+    )
+    log_files: tuple[Path, ...] = Field(
+        default=(), description="Also tail this kernel log file (repeatable)."
+    )
+    log_file_from_start: bool = Field(
+        default=False, description="Read tailed files from their start the first time."
+    )
+    nvml: bool = Field(default=True, description="Sample GPUs through NVML.")
+    sample_interval: float = Field(
+        default=10.0, ge=1.0, description="Seconds between NVML samples."
+    )
+    simulate: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Run N simulated GPUs (behind the real pynvml) and an in-memory kernel "
+        "log instead of the host's.",
+    )
+    simulate_model: str | None = Field(
+        default=None, description="Simulated GPU model: H100-80GB, A100-80GB or T4."
+    )
+    scenario: str | None = Field(
+        default=None,
+        description="With --simulate: a bundled scenario name or a scenario YAML file.",
+    )
+    scenario_speed: float = Field(
+        default=1.0, ge=0.01, description="Scenario time runs this many times faster."
+    )
+    retention_raw: str = Field(
+        default=_duration_text(_RETENTION.raw_ms), description="Keep raw samples this long."
+    )
+    retention_1m: str = Field(
+        default=_duration_text(_RETENTION.minute_ms), description="Keep 1-minute rollups this long."
+    )
+    retention_1h: str = Field(
+        default=_duration_text(_RETENTION.hour_ms), description="Keep 1-hour rollups this long."
+    )
+    listen: str = Field(
+        default="127.0.0.1:9607",
+        description="HOST:PORT for /mcp, /metrics, /healthz and /readyz (port 0: any free port).",
+    )
+    http: bool = Field(default=True, description="Serve the HTTP port.")
+    auth_token_file: Path | None = Field(
+        default=None, description="Require this bearer token on /mcp."
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Extra Host header names MCP accepts (Service name, pod IP); repeatable.",
+    )
+    flood_burst: int = Field(
+        default=_FLOOD.burst, ge=1, description="Individual rows per GPU and code before folding."
+    )
+    flood_per_minute: float = Field(
+        default=_FLOOD.per_minute,
+        ge=0.0,
+        description="Individual rows per GPU and code per minute after that; 0 = never fold.",
+    )
+    log_level: str = Field(default=DEFAULT_LOG_LEVEL, description="The global --log-level.")
+    host_proc: Path = Field(
+        default=Path("/proc"),
+        description="The host's /proc (in a pod: mounted at /host/proc) for the names and "
+        "cgroups of the host pids NVML and XID lines give.",
+    )
+    kubernetes: bool = Field(
+        default=True,
+        description="Attribute GPU processes and XIDs to pods when a cluster is found "
+        "(in-cluster service account or kubeconfig).",
+    )
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig to use off cluster.")
+    pod_refresh: str = Field(default="30s", description="Re-list this node's pods this often.")
+    gpu_resources: tuple[str, ...] = Field(
+        default=("nvidia.com/gpu",), description="Extended resource that is a GPU; repeatable."
+    )
+    gpu_annotations: tuple[str, ...] = Field(
+        default=DEFAULT_GPU_ANNOTATIONS,
+        description="Pod annotation naming its GPUs by UUID or index (ours, HAMi's and "
+        "gpushare's by default); repeatable.",
+    )
+    k8s_events: bool = Field(
+        default=False,
+        description="Post a Kubernetes Event on the Node (and pod) for fatal XIDs; needs the "
+        "k8s-events RBAC component.",
+    )
+    k8s_event_actions: tuple[str, ...] = Field(
+        default=tuple(sorted(FATAL_LABELS)),
+        description="Catalog actions that post an Event, comma-separated.",
+    )
+    node_condition: str | None = Field(
+        default=None,
+        pattern=r"^([A-Z][A-Za-z0-9]{0,62})?$",
+        description="Also set this Node condition (e.g. GpuXidFatal) on such an XID.",
+    )
+    node_condition_quiet: str = Field(
+        default="1h", description="Clear the Node condition after this long without such an XID."
+    )
 
     @field_validator(
         "retention_raw", "retention_1m", "retention_1h", "pod_refresh", "node_condition_quiet"
     )
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_duration_ms(value)
-            except XidwatchError as e:
-                raise ValueError(str(e)) from e
+    def _duration(cls, value: str) -> str:
+        try:
+            parse_duration_ms(value)
+        except XidwatchError as e:
+            raise ValueError(str(e)) from e
         return value
 
     @field_validator("listen")
     @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value:
-            _, sep, port = value.rpartition(":")
-            if not sep or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"{value!r}: use HOST:PORT, e.g. 0.0.0.0:9607")
+    def _listen(cls, value: str) -> str:
+        if value:  # empty: no HTTP port
+            parse_listen(value)
         return value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
+        if isinstance(value, str) and value.lower() in LOG_LEVELS:
+            return value.lower()
+        raise ValueError(f"{value!r}: use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
 
     @field_validator(
         "log_files", "allowed_hosts", "gpu_resources", "gpu_annotations", mode="before"
@@ -125,7 +232,7 @@ class RunSettings(BaseModel):
         """``RESET_GPU,RESTART_BM`` (a flag or variable) or a YAML list."""
         if isinstance(value, str):
             value = [value]
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return [a.strip().upper() for v in value for a in str(v).split(",") if a.strip()]
         return value
 
@@ -158,86 +265,11 @@ def read_settings_file(path: Path) -> RunSettings:
 
 
 def layered(*layers: RunSettings) -> RunSettings:
-    """The layers stacked in order: a key set in a later layer wins."""
+    """The layers stacked over the defaults in order: a key set in a later layer wins."""
     values: dict[str, Any] = {}
     for layer in layers:
-        values.update(layer.model_dump(exclude_none=True))
+        values.update({key: getattr(layer, key) for key in layer.model_fields_set})
     return RunSettings.model_validate(values)
-
-
-def daemon_config(s: RunSettings, *, config_file: Path | None = None) -> DaemonConfig:
-    """The daemon's configuration; keys no layer set keep :class:`DaemonConfig`'s defaults."""
-    if s.scenario and not s.simulate:
-        raise SettingsError(
-            "--scenario needs --simulate N (scenarios drive simulated GPUs); "
-            "in a config file, set simulate beside scenario"
-        )
-    if s.node_condition and not s.k8s_events:
-        raise SettingsError(
-            "--node-condition needs --k8s-events (the condition is set with the Events, "
-            "under the same RBAC); in a config file, set k8s_events: true beside it"
-        )
-    if s.db is None:
-        raise SettingsError("no store path: give --db, XIDWATCH_DB or db in the config file")
-    defaults, flood, retention = DaemonConfig(s.db), FloodPolicy(), RetentionPolicy()
-    simulate = s.simulate or 0
-    return DaemonConfig(
-        db_path=s.db,
-        node=s.node or defaults.node,
-        kmsg=_pick(s.kmsg, defaults.kmsg),
-        kmsg_path=s.kmsg_path or defaults.kmsg_path,
-        kmsg_any_facility=_pick(s.kmsg_any_facility, defaults.kmsg_any_facility),
-        accept_injected=_pick(s.accept_injected, defaults.accept_injected),
-        log_files=tuple(s.log_files or ()),
-        log_files_from_start=_pick(s.log_file_from_start, defaults.log_files_from_start),
-        flood=FloodPolicy(
-            burst=_pick(s.flood_burst, flood.burst),
-            per_minute=_pick(s.flood_per_minute, flood.per_minute),
-        ),
-        nvml=_pick(s.nvml, defaults.nvml) or simulate > 0,
-        sample_interval_s=_pick(s.sample_interval, defaults.sample_interval_s),
-        simulate=SimulationSpec(simulate, s.simulate_model, s.scenario, s.scenario_speed or 1.0)
-        if simulate
-        else None,
-        retention=RetentionPolicy(
-            raw_ms=_duration_ms(s.retention_raw, retention.raw_ms),
-            minute_ms=_duration_ms(s.retention_1m, retention.minute_ms),
-            hour_ms=_duration_ms(s.retention_1h, retention.hour_ms),
-        ),
-        log_level=s.log_level or defaults.log_level,
-        listen=(_pick(s.listen, defaults.listen) or None) if _pick(s.http, True) else None,
-        auth_token_file=s.auth_token_file,
-        allowed_hosts=tuple(s.allowed_hosts or ()),
-        config_file=config_file,
-        host_proc=s.host_proc or defaults.host_proc,
-        kubernetes=_kubernetes(s),
-    )
-
-
-def _kubernetes(s: RunSettings) -> KubernetesConfig:
-    k = KubernetesConfig()
-    return KubernetesConfig(
-        enabled=_pick(s.kubernetes, k.enabled),
-        kubeconfig=s.kubeconfig,
-        pod_refresh_s=_duration_ms(s.pod_refresh, round(k.pod_refresh_s * 1000)) / 1000,
-        gpu_resources=tuple(s.gpu_resources or k.gpu_resources),
-        gpu_annotations=tuple(s.gpu_annotations or k.gpu_annotations),
-        events=_pick(s.k8s_events, k.events),
-        event_actions=tuple(s.k8s_event_actions or k.event_actions),
-        node_condition=s.node_condition or None,
-        node_condition_quiet_s=_duration_ms(
-            s.node_condition_quiet, round(k.node_condition_quiet_s * 1000)
-        )
-        / 1000,
-    )
-
-
-def _pick(value: T | None, default: T) -> T:
-    return default if value is None else value
-
-
-def _duration_ms(text: str | None, default_ms: int) -> int:
-    return default_ms if text is None else parse_duration_ms(text)
 
 
 def _describe(err: ErrorDetails, origin: Callable[[str], str]) -> str:

@@ -16,14 +16,16 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
-from mcp_server.models import SeriesModel
-from mcp_server.tools_history import TrendModel
+from mcp_server.answers import answer_data
+from mcp_server.series_models import SeriesModel, TrendModel
 from store.pci import normalize_pci
 from store.records import Bucket, Series, StoredXid
 from store.telemetry import METRICS, Metric
 from store.trend import TrendReport, assess_trend, has_data
 from store.windows import format_ts
+from xidwatch.remote import trend_records
 
 __all__ = [
     "CSV_FIELDS",
@@ -32,6 +34,7 @@ __all__ = [
     "MARKER",
     "list_metrics_text",
     "merge_buckets",
+    "render_answers",
     "render_trend",
     "sparkline",
     "trend_csv",
@@ -137,8 +140,36 @@ def render_trend(
     ``width`` is the line width to fit the chart in (the terminal's when None). XIDs are
     drawn under the GPU whose PCI bus id (or UUID) they carry, in the column of the bucket
     they fell in. ``reports`` (by GPU UUID) carry the latest reading and the threshold; a
-    GPU without one is assessed from its buckets alone.
+    GPU without one is assessed from its buckets alone. :func:`render_answers` draws the
+    same chart from a node's answers.
     """
+    records = [(s, _report(s, reports)) for s in series]
+    return _render(records, xids, metric, width, color)
+
+
+def render_answers(
+    answers: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    xids: Sequence[StoredXid],
+    *,
+    metric: Metric,
+    width: int | None = None,
+    color: bool = False,
+) -> str:
+    """:func:`render_trend` from answers: per GPU a ``get_metric_history`` series and its
+    ``get_metric_trend`` answer, as JSON data (``kubectl xidwatch trend``). Answers carry 4
+    significant digits, so a number whose 4th is a 5 may show one unit off in its 3rd."""
+    records = [trend_records(s, t) for s, t in answers]
+    return _render(records, xids, metric, width, color)
+
+
+def _render(
+    records: Sequence[tuple[Series, TrendReport]],
+    xids: Sequence[StoredXid],
+    metric: Metric,
+    width: int | None,
+    color: bool,
+) -> str:
+    series = [s for s, _ in records]
     if not series:
         return f"no {metric.name} data: no GPU series to show"
     if not any(has_data(b) for s in series for b in s.buckets):
@@ -151,7 +182,7 @@ def render_trend(
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     columns = max(_MIN_COLUMNS, width - len(_INDENT))
-    blocks = [_render_one(s, xids, metric, columns, color, _report(s, reports)) for s in series]
+    blocks = [_render_one(s, xids, metric, columns, color, report) for s, report in records]
     return "\n\n".join(blocks)
 
 
@@ -164,12 +195,13 @@ def trend_json(
     """The ``trend --json`` objects, one per GPU: a stable contract (fields added, not renamed).
 
     Each is the MCP SeriesModel with every bucket listed (empty ones with null values),
-    ``stats`` (the MCP TrendModel less the GPU and metric named above it) and ``xids``.
+    ``stats`` (the MCP TrendModel less the GPU and metric named above it) and ``xids``;
+    rounded as the MCP answers are (:func:`mcp_server.answers.answer_data`).
     """
     out: list[dict[str, object]] = []
     for s in series:
-        body = SeriesModel.from_series(s, keep_empty=True).model_dump(mode="json")
-        trend = TrendModel.from_report(s, _report(s, reports)).model_dump(mode="json")
+        body = answer_data(SeriesModel.from_series(s, keep_empty=True))
+        trend = answer_data(TrendModel.from_report(s, _report(s, reports)))
         body["metric"], body["unit"] = metric.name, metric.unit
         body["stats"] = {k: v for k, v in trend.items() if k not in _IDENTITY}
         body["xids"] = [
@@ -414,8 +446,8 @@ def _stats(report: TrendReport, series: Series, unit: str) -> str:
         r_squared = f" (r² {report.r_squared:.2f})" if report.r_squared is not None else ""
         per = "h" if report.slope_per == "hour" else "d"
         parts.append(f"slope {_num(report.slope, signed=True)} {unit}/{per}{r_squared}")
-    if fit.points >= 2 and fit.change is not None:
-        assert fit.first_ts_ms is not None and fit.last_ts_ms is not None
+    if fit.points >= 2 and fit.change is not None and fit.first_ts_ms is not None:
+        assert fit.last_ts_ms is not None
         start = max(fit.first_ts_ms, series.since_ms)
         end = min(fit.last_ts_ms + series.step_ms, series.until_ms)
         over = _duration(max(end - start, fit.last_ts_ms - fit.first_ts_ms))

@@ -6,35 +6,49 @@
 - Help names value types the way command lines do (``PATH``, ``INTEGER``, ``TEXT``; nothing
   for a flag) rather than typer's Python annotations (``<bool>``, ``<list[Path]>``).
 - :func:`error_line` turns any usage error into the one line ``xidwatch: error: ...``.
+- Commands load on first use (:class:`LazyCommand`): ``xidwatch explain 79`` imports the
+  catalog, not the MCP SDK, uvicorn or the Kubernetes client; ``--help`` lists every
+  command from its summary without importing any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, ClassVar, get_args
 
 import typer
+import typer.main
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 __all__ = [
     "GLOBAL_FLAGS",
     "GLOBAL_VALUED",
+    "LazyCommand",
     "XidwatchCommand",
     "XidwatchGroup",
     "error_line",
     "hoist_global_options",
+    "option_names",
 ]
 
 GLOBAL_VALUED = frozenset({"--log-level"})  # global options that take a value
 GLOBAL_FLAGS = frozenset({"--log-json", "--log-console"})
 
 
-def hoist_global_options(args: Sequence[str]) -> list[str]:
+def hoist_global_options(
+    args: Sequence[str],
+    *,
+    valued: frozenset[str] = GLOBAL_VALUED,
+    flags: frozenset[str] = GLOBAL_FLAGS,
+) -> list[str]:
     """``args`` with the global options (and their values) moved to the front.
 
     Only up to a ``--`` (after it everything is an argument); a valued option's value goes
-    with it, in either spelling (``--log-level debug``, ``--log-level=debug``).
+    with it, in either spelling (``--log-level debug``, ``--log-level=debug``). ``valued``
+    and ``flags``: another group's own options (:func:`option_names`).
     """
     front: list[str] = []
     rest: list[str] = []
@@ -45,15 +59,27 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
             rest += args[i:]
             break
         name = arg.split("=", 1)[0]
-        if arg in GLOBAL_FLAGS or (name in GLOBAL_VALUED and "=" in arg):
+        if arg in flags or (name in valued and "=" in arg):
             front.append(arg)
-        elif arg in GLOBAL_VALUED and i + 1 < len(args):
+        elif arg in valued and i + 1 < len(args):
             front += args[i : i + 2]
             i += 1
         else:
             rest.append(arg)
         i += 1
     return front + rest
+
+
+def option_names(params: Sequence[Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The names of a command's options: (those taking a value, the flags)."""
+    valued: set[str] = set()
+    flags: set[str] = set()
+    for param in params:
+        if getattr(param, "param_type_name", "") != "option":
+            continue  # an argument
+        names = [*param.opts, *param.secondary_opts]
+        (flags if getattr(param, "is_flag", False) else valued).update(names)
+    return frozenset(valued), frozenset(flags)
 
 
 def error_line(message: str) -> str:
@@ -115,8 +141,57 @@ class XidwatchCommand(TyperCommand):
         return _conventional(super().get_params(ctx))
 
 
+@dataclass(frozen=True, slots=True)
+class LazyCommand:
+    """A command whose module is imported when it runs: ``target`` is ``module:function``
+    (a typer command function), ``summary`` the line ``xidwatch --help`` lists it with
+    (the first paragraph of the function's docstring; a test keeps the two equal).
+    ``logs`` False: it never logs, so logging is not set up for it."""
+
+    target: str
+    summary: str
+    logs: bool = True
+
+    def load(self, name: str) -> Any:
+        """The click command, built by typer from the function (typer's click: Any)."""
+        module, _, function = self.target.partition(":")
+        one = typer.Typer(add_completion=False)
+        one.command(name=name, cls=XidwatchCommand)(
+            getattr(importlib.import_module(module), function)
+        )
+        command = typer.main.get_command(one)
+        command.short_help = self.summary
+        return command
+
+
 class XidwatchGroup(TyperGroup):
-    """The top-level command: global options anywhere, conventional help types."""
+    """The top-level command: global options anywhere, conventional help types, and the
+    commands of :attr:`lazy_commands` loaded on first use."""
+
+    lazy_commands: ClassVar[Mapping[str, LazyCommand]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listing = False
+        for name, lazy in self.lazy_commands.items():  # listed and suggested, not loaded
+            self.commands.setdefault(name, TyperCommand(name=name, short_help=lazy.summary))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        lazy = self.lazy_commands.get(cmd_name)
+        if lazy is None or self._listing:
+            return super().get_command(ctx, cmd_name)
+        command = self.commands[cmd_name]
+        if command.callback is None:  # not loaded yet
+            command = self.commands[cmd_name] = lazy.load(cmd_name)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """List the commands by their summaries, importing none of them."""
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
     def get_params(self, ctx: typer.Context) -> list[Any]:  # type: ignore[override]
         return _conventional(super().get_params(ctx))

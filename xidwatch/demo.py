@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from importlib import resources
@@ -24,6 +23,7 @@ from typing import Annotated
 import typer
 
 from mcp_server.http import HttpService
+from mcp_server.http_settings import HttpSettings
 from store.actions import code_action
 from store.db import open_reader
 from store.queries import XidFilter, list_xids, summarize_xids
@@ -37,6 +37,7 @@ from watcher.kernel.catalog import default_catalog
 from watcher.replayer import replay_captures
 from xidwatch import serving
 from xidwatch.charts import render_trend
+from xidwatch.signals import stop_on_signal
 from xidwatch.telemetry import health_lines
 
 __all__ = ["demo"]
@@ -101,15 +102,10 @@ async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> Non
         kubernetes=KubernetesConfig(enabled=False),  # simulated GPUs belong to no pod
         sample_interval_s=1.0,
         checkpoint_interval_s=0.2,
-        listen="127.0.0.1:0",
     )
     daemon = Daemon(config)
-    http = serving.http_service(daemon, config.listen or "", token_file=None, extra_hosts=[])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    http = serving.http_service(daemon, HttpSettings("127.0.0.1", 0))
+    with stop_on_signal() as stop:  # Ctrl-C ends the live part; the tour goes on
         task = asyncio.create_task(daemon.run(stop, services=[http]))
         ready = asyncio.create_task(daemon.ready.wait())
         await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
@@ -120,9 +116,6 @@ async def _live(path: Path, spec: SimulationSpec, duration: float | None) -> Non
         await _tour(daemon, http, spec, duration, stop)
         stop.set()
         await task
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     s, p = daemon.writer.stats, daemon.pipeline.stats
     typer.echo(
         f"   daemon stored {s.samples_stored} samples and {s.events_stored} XID events live; "

@@ -1,4 +1,4 @@
-"""Options shared by several ``xidwatch`` commands."""
+"""Options shared by several ``xidwatch`` commands, and the one rule that names variables."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["DEFAULT_DB", "DbOption"]
+from store.paths import DEFAULT_DB
 
-DEFAULT_DB = Path("/var/lib/xidwatch/xidwatch.db")
+__all__ = ["DEFAULT_DB", "ENV_PREFIX", "MAX_CODE", "DbOption", "env_name"]
+
+ENV_PREFIX = "XIDWATCH_"
+MAX_CODE = 2**31 - 1  # XID and SXid codes are small; SQLite integers stop at 2**63 - 1
+
+
+def env_name(key: str) -> str:
+    """A setting's environment variable: ``sample_interval`` -> ``XIDWATCH_SAMPLE_INTERVAL``."""
+    return ENV_PREFIX + key.upper()
+
+
 DbOption = Annotated[
-    Path, typer.Option("--db", envvar="XIDWATCH_DB", help="SQLite store file.", show_default=True)
+    Path, typer.Option("--db", envvar=env_name("db"), help="SQLite store file.", show_default=True)
 ]

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp_server.models import XidEventModel, XidExplanation
 from store.actions import code_action
 from store.records import StoredXid
 from store.windows import format_ts
 from watcher.kernel.catalog import XidCatalog, XidInfo
 
-__all__ = ["event_json", "explain_json", "explain_text", "xid_table"]
+if TYPE_CHECKING:
+    from store.health import HealthReport
+
+# The JSON forms import the MCP result models (pydantic, the store's health) in their
+# bodies, so `explain` and the `xids` table start without them.
+
+__all__ = ["event_json", "explain_json", "explain_text", "health_json", "xid_table"]
 
 
 def event_json(e: StoredXid, catalog: XidCatalog) -> dict[str, Any]:
-    """The ``xids --json`` object: a stable contract (fields are added, never renamed)."""
-    return XidEventModel.from_stored(e, catalog).model_dump(mode="json")
+    """The ``xids --json`` object: a stable contract (fields are added, never renamed).
+
+    The same data as an event in the MCP ``list_xid_events`` answer.
+    """
+    from mcp_server.answers import answer_data
+    from mcp_server.models import XidEventModel
+
+    return answer_data(XidEventModel.from_stored(e, catalog))
+
+
+def health_json(report: HealthReport) -> str:
+    """``health --json``: the MCP ``get_gpu_health`` answer, indented for a terminal."""
+    from mcp_server.answers import answer_data, answer_json
+    from mcp_server.models import HealthResult
+
+    return answer_json(answer_data(HealthResult.from_report(report)), indent=2)
 
 
 def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160) -> str:
@@ -55,7 +74,10 @@ def xid_table(events: list[StoredXid], catalog: XidCatalog, *, width: int = 160)
 
 def explain_json(info: XidInfo, catalog: XidCatalog) -> dict[str, Any]:
     """``explain --json``: the same object the MCP ``explain_xid`` tool returns."""
-    return XidExplanation.from_info(info, catalog).model_dump(mode="json")
+    from mcp_server.answers import answer_data
+    from mcp_server.models import XidExplanation
+
+    return answer_data(XidExplanation.from_info(info, catalog))
 
 
 def explain_text(info: XidInfo, catalog: XidCatalog) -> str:

@@ -1,47 +1,58 @@
 """``xidwatch run``: the node daemon, configured from flags > environment > config file.
 
-Typer parses the flags and their ``XIDWATCH_*`` variables and says which of them the user
-gave (``Context.get_parameter_source``: the command line or the environment). Those form
-the top layer, the config file the middle one and typer's defaults the bottom one, so a
-key in the file beats a default but never a flag or a variable (see
-:mod:`watcher.settings`).
+Every option is a key of :class:`~watcher.settings.RunSettings`, which owns its default
+and help; its variable is derived from the key (:func:`xidwatch.options.env_name`). The
+options default to unset: typer says which of them the user gave
+(``Context.get_parameter_source``: the command line or the environment), and those form
+the top layer over the config file and the model's defaults, so a key in the file beats a
+default but never a flag or a variable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from store.actions import FATAL_LABELS
-from watcher.config import DaemonConfig
+from mcp_server.http_settings import HttpSettings
+from watcher.config import DaemonConfig, daemon_config
 from watcher.daemon import Daemon
 from watcher.logs import configure_logging
 from watcher.records import Service
 from watcher.reload import ConfigReloader
 from watcher.settings import (
     RunSettings,
-    daemon_config,
     layered,
     parse_settings,
     read_settings_file,
 )
 from xidwatch import serving
-from xidwatch.options import DEFAULT_DB, DbOption
-from xidwatch.signals import termination_requested
+from xidwatch.options import env_name
+from xidwatch.signals import stop_on_signal
 
 __all__ = ["run"]
 
 _EXPLICIT = ("COMMANDLINE", "ENVIRONMENT")  # ParameterSource names: what the user gave
-_KEYS = {  # parameter -> setting, where a repeatable flag's name is singular
-    "log_file": "log_files",
-    "allowed_host": "allowed_hosts",
-    "gpu_resource": "gpu_resources",
-    "gpu_annotation": "gpu_annotations",
-}
+
+
+def _setting(key: str, *decls: str) -> Any:
+    """The option for setting ``key``: unset unless given; help, variable and the default
+    shown all come from the settings model."""
+    default = RunSettings.model_fields[key].default
+    shown: str | bool = False if default is None else str(default)
+    if isinstance(default, bool):
+        flag = key.replace("_", "-")
+        shown = flag if default else f"no-{flag}"
+    elif isinstance(default, tuple):
+        shown = ",".join(str(v) for v in default) or False
+    return typer.Option(
+        *decls,
+        envvar=env_name(key),
+        help=RunSettings.model_fields[key].description,
+        show_default=shown,
+    )
 
 
 def run(
@@ -50,281 +61,99 @@ def run(
         Path | None,
         typer.Option(
             "--config",
-            envvar="XIDWATCH_CONFIG",
+            envvar=env_name("config"),
             dir_okay=False,
             help="YAML settings file (keys: the long flags with _ for -); flags and "
             "XIDWATCH_* variables win over it. Watched: sample_interval, retention_* and "
             "log_level apply without a restart.",
         ),
     ] = None,
-    db: DbOption = DEFAULT_DB,
-    node: Annotated[
-        str | None, typer.Option(envvar="XIDWATCH_NODE", help="Node name; default hostname.")
-    ] = None,
-    kmsg: Annotated[
-        bool, typer.Option("--kmsg/--no-kmsg", envvar="XIDWATCH_KMSG", help="Read /dev/kmsg.")
-    ] = True,
-    kmsg_path: Annotated[Path, typer.Option(envvar="XIDWATCH_KMSG_PATH")] = Path("/dev/kmsg"),
-    kmsg_any_facility: Annotated[
-        bool,
-        typer.Option(
-            envvar="XIDWATCH_KMSG_ANY_FACILITY",
-            help="Also accept records user space wrote to /dev/kmsg "
-            "(tests only: lets root forge XIDs).",
-        ),
-    ] = False,
-    accept_injected: Annotated[
-        bool,
-        typer.Option(
-            envvar="XIDWATCH_ACCEPT_INJECTED",
-            help="Store the synthetic XIDs `xidwatch inject` writes (marked injected); "
-            "other user-space records stay ignored.",
-        ),
-    ] = False,
-    log_file: Annotated[
-        list[Path] | None,
-        typer.Option(
-            envvar="XIDWATCH_LOG_FILES", help="Also tail this kernel log file (repeatable)."
-        ),
-    ] = None,
-    log_file_from_start: Annotated[
-        bool,
-        typer.Option(
-            envvar="XIDWATCH_LOG_FILE_FROM_START",
-            help="Read tailed files from their start the first time.",
-        ),
-    ] = False,
-    nvml: Annotated[
-        bool,
-        typer.Option("--nvml/--no-nvml", envvar="XIDWATCH_NVML", help="Sample GPUs through NVML."),
-    ] = True,
-    sample_interval: Annotated[
-        float,
-        typer.Option(
-            envvar="XIDWATCH_SAMPLE_INTERVAL", min=1.0, help="Seconds between NVML samples."
-        ),
-    ] = 10.0,
-    simulate: Annotated[
-        int,
-        typer.Option(
-            envvar="XIDWATCH_SIMULATE",
-            min=0,
-            max=64,
-            help="Run N simulated GPUs (behind the real pynvml) and an in-memory kernel log "
-            "instead of the host's.",
-        ),
-    ] = 0,
-    simulate_model: Annotated[
-        str | None,
-        typer.Option(
-            envvar="XIDWATCH_SIMULATE_MODEL",
-            help="Simulated GPU model: H100-80GB, A100-80GB or T4.",
-        ),
-    ] = None,
-    scenario: Annotated[
-        str | None,
-        typer.Option(
-            envvar="XIDWATCH_SCENARIO",
-            help="With --simulate: a bundled scenario name or a scenario YAML file.",
-        ),
-    ] = None,
-    scenario_speed: Annotated[
-        float,
-        typer.Option(
-            envvar="XIDWATCH_SCENARIO_SPEED",
-            min=0.01,
-            help="Scenario time runs this many times faster.",
-        ),
-    ] = 1.0,
-    retention_raw: Annotated[
-        str,
-        typer.Option(envvar="XIDWATCH_RETENTION_RAW", help="Keep raw samples this long (48h)."),
-    ] = "48h",
-    retention_1m: Annotated[
-        str,
-        typer.Option(envvar="XIDWATCH_RETENTION_1M", help="Keep 1-minute rollups this long."),
-    ] = "30d",
-    retention_1h: Annotated[
-        str,
-        typer.Option(envvar="XIDWATCH_RETENTION_1H", help="Keep 1-hour rollups this long."),
-    ] = "400d",
-    listen: Annotated[
-        str,
-        typer.Option(
-            envvar="XIDWATCH_LISTEN",
-            help="HOST:PORT for /mcp, /metrics, /healthz and /readyz (port 0: any free port).",
-        ),
-    ] = "127.0.0.1:9607",
-    http: Annotated[
-        bool,
-        typer.Option("--http/--no-http", envvar="XIDWATCH_HTTP", help="Serve the HTTP port."),
-    ] = True,
-    auth_token_file: Annotated[
-        Path | None,
-        typer.Option(envvar="XIDWATCH_AUTH_TOKEN_FILE", help="Require this bearer token on /mcp."),
-    ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="XIDWATCH_ALLOWED_HOSTS",
-            help="Extra Host header names MCP accepts (Service name, pod IP); repeatable.",
-        ),
-    ] = None,
-    flood_burst: Annotated[
-        int,
-        typer.Option(
-            envvar="XIDWATCH_FLOOD_BURST",
-            min=1,
-            help="Individual rows per GPU and code before folding.",
-        ),
-    ] = 20,
-    flood_per_minute: Annotated[
-        float,
-        typer.Option(
-            envvar="XIDWATCH_FLOOD_PER_MINUTE",
-            min=0.0,
-            help="Individual rows per GPU and code per minute after that; 0 = never fold.",
-        ),
-    ] = 6.0,
-    host_proc: Annotated[
-        Path,
-        typer.Option(
-            envvar="XIDWATCH_HOST_PROC",
-            help="The host's /proc (in a pod: mounted at /host/proc) for the names and "
-            "cgroups of the host pids NVML and XID lines give.",
-        ),
-    ] = Path("/proc"),
+    db: Annotated[Path | None, _setting("db", "--db")] = None,
+    node: Annotated[str | None, _setting("node")] = None,
+    kmsg: Annotated[bool | None, _setting("kmsg", "--kmsg/--no-kmsg")] = None,
+    kmsg_path: Annotated[Path | None, _setting("kmsg_path")] = None,
+    kmsg_any_facility: Annotated[bool | None, _setting("kmsg_any_facility")] = None,
+    accept_injected: Annotated[bool | None, _setting("accept_injected")] = None,
+    log_files: Annotated[list[Path] | None, _setting("log_files", "--log-file")] = None,
+    log_file_from_start: Annotated[bool | None, _setting("log_file_from_start")] = None,
+    nvml: Annotated[bool | None, _setting("nvml", "--nvml/--no-nvml")] = None,
+    sample_interval: Annotated[float | None, _setting("sample_interval")] = None,
+    simulate: Annotated[int | None, _setting("simulate")] = None,
+    simulate_model: Annotated[str | None, _setting("simulate_model")] = None,
+    scenario: Annotated[str | None, _setting("scenario")] = None,
+    scenario_speed: Annotated[float | None, _setting("scenario_speed")] = None,
+    retention_raw: Annotated[str | None, _setting("retention_raw")] = None,
+    retention_1m: Annotated[str | None, _setting("retention_1m")] = None,
+    retention_1h: Annotated[str | None, _setting("retention_1h")] = None,
+    listen: Annotated[str | None, _setting("listen")] = None,
+    http: Annotated[bool | None, _setting("http", "--http/--no-http")] = None,
+    auth_token_file: Annotated[Path | None, _setting("auth_token_file")] = None,
+    allowed_hosts: Annotated[list[str] | None, _setting("allowed_hosts", "--allowed-host")] = None,
+    flood_burst: Annotated[int | None, _setting("flood_burst")] = None,
+    flood_per_minute: Annotated[float | None, _setting("flood_per_minute")] = None,
+    host_proc: Annotated[Path | None, _setting("host_proc")] = None,
     kubernetes: Annotated[
-        bool,
-        typer.Option(
-            "--kubernetes/--no-kubernetes",
-            envvar="XIDWATCH_KUBERNETES",
-            help="Attribute GPU processes and XIDs to pods when a cluster is found "
-            "(in-cluster service account or kubeconfig).",
-        ),
-    ] = True,
-    kubeconfig: Annotated[
-        Path | None,
-        typer.Option(envvar="XIDWATCH_KUBECONFIG", help="kubeconfig to use off cluster."),
+        bool | None, _setting("kubernetes", "--kubernetes/--no-kubernetes")
     ] = None,
-    pod_refresh: Annotated[
-        str,
-        typer.Option(envvar="XIDWATCH_POD_REFRESH", help="Re-list this node's pods this often."),
-    ] = "30s",
-    gpu_resource: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="XIDWATCH_GPU_RESOURCES",
-            help="Extended resource that is a GPU (default nvidia.com/gpu); repeatable.",
-        ),
+    kubeconfig: Annotated[Path | None, _setting("kubeconfig")] = None,
+    pod_refresh: Annotated[str | None, _setting("pod_refresh")] = None,
+    gpu_resources: Annotated[list[str] | None, _setting("gpu_resources", "--gpu-resource")] = None,
+    gpu_annotations: Annotated[
+        list[str] | None, _setting("gpu_annotations", "--gpu-annotation")
     ] = None,
-    gpu_annotation: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="XIDWATCH_GPU_ANNOTATIONS",
-            help="Pod annotation naming its GPUs by UUID or index; repeatable "
-            "(default: xidwatch.io/gpus and the HAMi and gpushare keys).",
-        ),
-    ] = None,
-    k8s_events: Annotated[
-        bool,
-        typer.Option(
-            envvar="XIDWATCH_K8S_EVENTS",
-            help="Post a Kubernetes Event on the Node (and pod) for fatal XIDs; needs the "
-            "k8s-events RBAC component.",
-        ),
-    ] = False,
-    k8s_event_actions: Annotated[
-        str,
-        typer.Option(
-            envvar="XIDWATCH_K8S_EVENT_ACTIONS",
-            help="Catalog actions that post an Event, comma-separated.",
-        ),
-    ] = ",".join(sorted(FATAL_LABELS)),
-    node_condition: Annotated[
-        str | None,
-        typer.Option(
-            envvar="XIDWATCH_NODE_CONDITION",
-            help="Also set this Node condition (e.g. GpuXidFatal) on such an XID.",
-        ),
-    ] = None,
-    node_condition_quiet: Annotated[
-        str,
-        typer.Option(
-            envvar="XIDWATCH_NODE_CONDITION_QUIET",
-            help="Clear the Node condition after this long without such an XID.",
-        ),
-    ] = "1h",
+    k8s_events: Annotated[bool | None, _setting("k8s_events")] = None,
+    k8s_event_actions: Annotated[str | None, _setting("k8s_event_actions")] = None,
+    node_condition: Annotated[str | None, _setting("node_condition")] = None,
+    node_condition_quiet: Annotated[str | None, _setting("node_condition_quiet")] = None,
 ) -> None:
     """Run the node daemon: record every XID and sample every GPU until SIGTERM."""
-    defaults, explicit = _layers(ctx)
+    given = _given(ctx)
     if config is not None:
         config = config.absolute()  # not resolve(): a ConfigMap swaps a symlink above it
     from_file = read_settings_file(config) if config is not None else RunSettings()
-    settings = layered(defaults, from_file, explicit)
+    settings = layered(from_file, given)
     cfg = daemon_config(settings, config_file=config)
     log_json: bool | None = ctx.parent.params.get("log_json") if ctx.parent else None
-    if settings.log_level != defaults.log_level:  # the file set it (a flag already applied)
+    if settings.log_level != given.log_level:  # the file set it (the command line's applies)
         configure_logging(cfg.log_level, json=log_json)
     daemon = Daemon(cfg)
     services: list[Service] = []
-    if cfg.listen:
-        services.append(
-            serving.http_service(
-                daemon,
-                cfg.listen,
-                token_file=cfg.auth_token_file,
-                extra_hosts=list(cfg.allowed_hosts),
-            )
-        )
+    http_settings = HttpSettings.of_run(settings)
+    if http_settings is not None:
+        services.append(serving.http_service(daemon, http_settings))
     if config is not None:
 
         def apply(new: DaemonConfig) -> None:
             daemon.reconfigure(new)
             configure_logging(new.log_level, json=log_json)
 
-        services.append(
-            ConfigReloader(config, below=defaults, above=explicit, current=settings, apply=apply)
-        )
+        services.append(ConfigReloader(config, above=given, current=settings, apply=apply))
     asyncio.run(_run_daemon(daemon, services))
 
 
-def _layers(ctx: typer.Context) -> tuple[RunSettings, RunSettings]:
-    """(defaults, given): this command's and the global ``--log-level``, by where they came from.
-
-    Each layer is validated on its own, so an error names the flag or variable at fault.
-    """
-    below: dict[str, object] = {}
-    above: dict[str, object] = {}
+def _given(ctx: typer.Context) -> RunSettings:
+    """The settings given on the command line or in the environment, this command's and the
+    global ``--log-level``; validated on their own, so an error names the flag or variable."""
+    values: dict[str, object] = {}
     origins: dict[str, str] = {}
     # typer's contexts; the parent's is its vendored click's base class, hence Any
     owners: list[tuple[Any, str]] = [(ctx, name) for name in ctx.params if name != "config"]
     if ctx.parent is not None and "log_level" in ctx.parent.params:
         owners.append((ctx.parent, "log_level"))  # the global option
-    for owner, name in owners:
-        key = _KEYS.get(name, name)
-        source = owner.get_parameter_source(name)
-        if source is not None and source.name in _EXPLICIT:
-            above[key] = owner.params[name]
-            param = next(p for p in owner.command.params if p.name == name)
-            envvar = getattr(param, "envvar", None)
-            if source.name == "ENVIRONMENT" and isinstance(envvar, str):
-                origins[key] = envvar
-            else:
-                origins[key] = param.opts[0] if param.opts else name
+    for owner, key in owners:
+        source = owner.get_parameter_source(key)
+        if source is None or source.name not in _EXPLICIT:
+            continue
+        values[key] = owner.params[key]
+        param = next(p for p in owner.command.params if p.name == key)
+        envvar = getattr(param, "envvar", None)
+        if source.name == "ENVIRONMENT" and isinstance(envvar, str):
+            origins[key] = envvar
         else:
-            below[key] = owner.params[name]
-    return (
-        parse_settings(below, origin=lambda key: f"default {key}"),
-        parse_settings(above, origin=lambda key: origins.get(key, key)),
-    )
+            origins[key] = param.opts[0] if param.opts else key
+    return parse_settings(values, origin=lambda key: origins.get(key, key))
 
 
 async def _run_daemon(daemon: Daemon, services: list[Service]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if termination_requested():  # SIGTERM while starting: start, then stop cleanly
-        stop.set()
-    await daemon.run(stop, services=services)
+    with stop_on_signal() as stop:  # a SIGTERM while starting: start, then stop cleanly
+        await daemon.run(stop, services=services)

@@ -16,38 +16,23 @@ from prometheus_client import CollectorRegistry
 
 from mcp_server.deps import LiveReadings, ToolDeps
 from mcp_server.http import HttpService, allowed_hosts, build_http_app, read_token
+from mcp_server.http_settings import HttpSettings
 from mcp_server.server import build_server
 from store.db import open_reader
-from store.errors import InvalidQueryError
 from store.records import GpuSample
 from watcher.daemon import Daemon
 from watcher.nvml.device import NvmlUnavailableError
 from watcher.nvml.sampler import NvmlSampler
 from watcher.prometheus import DaemonCollector
-from xidwatch.options import DEFAULT_DB, DbOption
+from xidwatch.options import DEFAULT_DB, DbOption, env_name
 
-__all__ = ["http_service", "mcp", "parse_listen"]
+__all__ = ["http_service", "mcp"]
 
 log = structlog.get_logger("xidwatch.serving")
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9607`` for IPv6) -> (host, port); port 0 picks a free one."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise InvalidQueryError(f"--listen {text!r}: use HOST:PORT, e.g. 0.0.0.0:9607")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def http_service(
-    daemon: Daemon,
-    listen: str,
-    *,
-    token_file: Path | None,
-    extra_hosts: list[str],
-) -> HttpService:
+def http_service(daemon: Daemon, http: HttpSettings) -> HttpService:
     """The daemon's HTTP port: MCP (live readings from its sampler), metrics, probes."""
-    host, port = parse_listen(listen)
     cfg = daemon.config
     deps = ToolDeps(
         db_path=cfg.db_path,
@@ -60,16 +45,16 @@ def http_service(
     app = build_http_app(
         build_server(deps),
         readiness=daemon.readiness,
-        hosts=allowed_hosts(host, extra_hosts),
-        token=read_token(token_file) if token_file else None,
+        hosts=allowed_hosts(http.host, http.allowed_hosts),
+        token=read_token(http.auth_token_file) if http.auth_token_file else None,
         registry=registry,
     )
-    return HttpService(app, host, port)
+    return HttpService(app, http.host, http.port)
 
 
 def mcp(
     db: DbOption = DEFAULT_DB,
-    node: Annotated[str, typer.Option(envvar="XIDWATCH_NODE", help="Node name to report.")] = "",
+    node: Annotated[str, typer.Option(envvar=env_name("node"), help="Node name to report.")] = "",
     nvml: Annotated[
         bool, typer.Option("--nvml/--no-nvml", help="Answer snapshots from live NVML.")
     ] = True,

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from mcp_server.models import HealthResult
 from store.acks import record_ack
 from store.db import open_reader
 from store.errors import InvalidQueryError
@@ -28,6 +27,7 @@ from store.windows import format_ts, parse_instant_ms
 from watcher.clock import now_ms
 from xidwatch.charts import list_metrics_text, render_trend, trend_csv, trend_json
 from xidwatch.options import DEFAULT_DB, DbOption
+from xidwatch.render import health_json
 
 __all__ = ["HEALTH_EXIT", "ack", "health", "health_exit_status", "health_lines", "trend"]
 
@@ -139,7 +139,7 @@ def health(
     """
     report = asyncio.run(_health_report(db, since, gpu))
     if as_json:
-        typer.echo(HealthResult.from_report(report).model_dump_json(indent=2))
+        typer.echo(health_json(report))
     else:
         typer.echo(health_text(report))
     status = health_exit_status(report)

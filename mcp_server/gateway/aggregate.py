@@ -14,16 +14,19 @@ from typing import TypedDict, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mcp_server.gateway.fanout import FanOutResult, NodeFailure
+from mcp_server.gateway.history import GpuTrendPoint
 from mcp_server.gateway.models import (
     FindingBrief,
     FleetGpu,
     FleetGpuHealth,
     FleetHealth,
     FleetInventory,
+    FleetMetricTrend,
     FleetXidCode,
     FleetXidNode,
     FleetXidRow,
     FleetXidSummary,
+    GpuTrend,
     NodeAttention,
     NodeFailureModel,
     NodeGpus,
@@ -33,7 +36,13 @@ from mcp_server.gateway.models import (
 from store.actions import action_rank, code_action, is_fatal_label, label_rank, label_tier
 from store.windows import format_ts
 
-__all__ = ["fleet_health", "fleet_inventory", "fleet_xid_summary", "nodes_needing_attention"]
+__all__ = [
+    "fleet_health",
+    "fleet_inventory",
+    "fleet_metric_trend",
+    "fleet_xid_summary",
+    "nodes_needing_attention",
+]
 
 M = TypeVar("M", bound=BaseModel)
 FINDINGS_PER_GPU = 3
@@ -50,8 +59,8 @@ class _SummaryRow(BaseModel):
     pci_bus_id: str | None
     action: str
     count: int
-    first_ts_ms: int
-    last_ts_ms: int
+    first_ts_ms: int | None = None  # None from Prometheus, which keeps counts only
+    last_ts_ms: int | None = None
 
 
 class _Summary(BaseModel):
@@ -152,6 +161,57 @@ def nodes_needing_attention(
     )
 
 
+def fleet_metric_trend(
+    points: Sequence[GpuTrendPoint],
+    *,
+    metric: str,
+    series: str,
+    source: str,
+    up: set[str],
+    since_ms: int,
+    until_ms: int,
+    limit: int,
+) -> FleetMetricTrend:
+    """Rank one metric's GPUs three ways: steepest rise, highest peak, least headroom."""
+    gpus = [_gpu_trend(p, up) for p in points]
+    near = [g for g in gpus if g.headroom is not None]
+    nodes = {g.node for g in gpus}
+    return FleetMetricTrend(
+        metric=metric,
+        since=format_ts(since_ms),
+        until=format_ts(until_ms),
+        source=source,
+        series=series,
+        gpus_total=len(gpus),
+        nodes=len(nodes),
+        nodes_down_now=sorted(nodes - up),
+        rising=sorted(gpus, key=lambda g: (-g.slope_per_hour, g.node, g.gpu))[:limit],
+        highest=sorted(gpus, key=lambda g: (-g.peak, g.node, g.gpu))[:limit],
+        nearest_threshold=sorted(near, key=lambda g: (g.headroom, g.node, g.gpu))[:limit],
+    )
+
+
+def _gpu_trend(p: GpuTrendPoint, up: set[str]) -> GpuTrend:
+    headroom = None if p.threshold is None else p.threshold - p.last
+    rising = headroom is not None and headroom > 0 and p.slope_per_hour > 0
+    return GpuTrend(
+        node=p.node,
+        gpu=p.labels.get("gpu", ""),
+        uuid=p.labels.get("uuid", ""),
+        pci_bus_id=p.labels.get("pci_bus_id", ""),
+        model=p.labels.get("model", ""),
+        last=p.last,
+        peak=p.peak,
+        slope_per_hour=round(p.slope_per_hour, 6),
+        threshold=p.threshold,
+        headroom=headroom,
+        hours_to_threshold=round(headroom / p.slope_per_hour, 2)
+        if rising and headroom is not None
+        else None,
+        node_up=p.node in up,
+    )
+
+
 _ATTENTION_RANK = {"critical": 0, "unreachable": 1, "warning": 2}
 
 
@@ -240,8 +300,8 @@ def _xid_row(node: str, r: _SummaryRow) -> FleetXidRow:
         needs=code_action(r.xid, r.action),
         tier=label_tier(r.action, r.xid),
         count=r.count,
-        first_ts=format_ts(r.first_ts_ms),
-        last_ts=format_ts(r.last_ts_ms),
+        first_ts=None if r.first_ts_ms is None else format_ts(r.first_ts_ms),
+        last_ts=None if r.last_ts_ms is None else format_ts(r.last_ts_ms),
     )
 
 

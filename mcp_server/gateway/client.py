@@ -6,6 +6,8 @@ session, list the tools and compile their output schemas to validate every answe
 40 ms of the gateway's CPU per node per question, against under 1 ms for this POST (see
 docs/gateway.md). The answer returned is the node's ``structuredContent``, untouched; a
 node's tool error (``isError``) becomes a ``tool_error`` carrying the node's own message.
+The :class:`~mcp_server.gateway.transport.Transport` adds its credentials and says what a
+refusal means (the node's own, or the API server's when the call goes through its proxy).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import httpx2
 
 from mcp_server.gateway.errors import NodeCallError
+from mcp_server.gateway.transport import ERROR_BODY_BYTES, DirectTransport, Transport
 
 __all__ = ["MAX_ANSWER_BYTES", "NodeClient"]
 
@@ -29,11 +32,11 @@ _ACCEPT = "application/json, text/event-stream"
 class NodeClient:
     """Calls node tools over one shared HTTP connection pool."""
 
-    def __init__(self, http: httpx2.AsyncClient, token: str | None = None) -> None:
+    def __init__(self, http: httpx2.AsyncClient, transport: Transport | None = None) -> None:
         self._http = http
+        self._transport = transport or DirectTransport()
         self._headers = {"Accept": _ACCEPT, "Content-Type": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._extensions = self._transport.request_extensions()
         self._ids = itertools.count(1)
 
     async def call_tool(
@@ -52,12 +55,18 @@ class NodeClient:
         return _structured(message, tool)
 
     async def _post(self, url: str, body: bytes, timeout_s: float) -> tuple[bytes, str]:
+        headers = self._headers | await self._transport.headers()
         try:
             async with self._http.stream(
-                "POST", url, content=body, headers=self._headers, timeout=timeout_s
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=timeout_s,
+                extensions=self._extensions,
             ) as response:
                 if response.status_code != 200:
-                    raise _http_error(response.status_code, url)
+                    raise self._transport.refusal(response.status_code, await _head(response), url)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
@@ -74,22 +83,14 @@ class NodeClient:
             raise NodeCallError("transport", f"{type(e).__name__}: {e}") from e
 
 
-def _http_error(status: int, url: str) -> NodeCallError:
-    if status == 401:
-        return NodeCallError(
-            "http_401", "the node wants a bearer token: give the gateway --node-token-file"
-        )
-    if status == 403:
-        return NodeCallError("http_403", "the node refused the request (403 Forbidden)")
-    if status == 421:
-        return NodeCallError(
-            "http_421",
-            f"the node refused the Host header of {url}: start its daemon with "
-            "--allowed-host=$(POD_IP)",
-        )
-    if status >= 500:
-        return NodeCallError("http_5xx", f"the node answered HTTP {status}")
-    return NodeCallError("http_4xx", f"the node answered HTTP {status}")
+async def _head(response: httpx2.Response) -> bytes:
+    """The start of an error answer: enough to tell who refused, and why."""
+    head = b""
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= ERROR_BODY_BYTES:
+            break
+    return head[:ERROR_BODY_BYTES]
 
 
 def _message(raw: bytes, content_type: str, request_id: int) -> dict[str, Any]:

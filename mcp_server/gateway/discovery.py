@@ -1,5 +1,8 @@
 """Which node daemons exist: ready pods found through the Kubernetes API, or a static list.
 
+Each pod's endpoint is the :class:`~mcp_server.gateway.transport.Transport`'s URL for it: its
+pod IP (``direct``) or the API server's pod proxy (``api-proxy``).
+
 A :class:`NodeLister` answers once; :class:`Discovery` asks it every ``refresh_s`` and keeps
 the last list that worked when the API fails (a gateway that forgot every node during an
 API server upgrade would answer nothing), logging each distinct failure once.
@@ -8,7 +11,6 @@ API server upgrade would answer nothing), logging each distinct failure once.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from mcp_server.gateway.errors import GatewayError
+from mcp_server.gateway.transport import DirectTransport, PodEndpoint, Transport
 from watcher.clock import now_ms as wall_now_ms
 from watcher.k8s.api import KubeCore
 from watcher.k8s.client import close_kubernetes
@@ -33,7 +36,6 @@ __all__ = [
     "NodeLister",
     "NodeRef",
     "StaticNodes",
-    "node_url",
     "nodes_from_pods",
     "parse_node_spec",
     "static_node",
@@ -50,10 +52,14 @@ LIST_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True, order=True)
 class NodeRef:
-    """A node daemon: the Kubernetes node name and its MCP endpoint URL."""
+    """A node daemon: its name, its MCP endpoint URL, and its cluster ("" when only one).
+
+    With several clusters the name is ``cluster/node`` (:mod:`mcp_server.gateway.clusters`).
+    """
 
     name: str
     url: str
+    cluster: str = ""
 
 
 class NodeLister(Protocol):
@@ -62,16 +68,6 @@ class NodeLister(Protocol):
     async def list_nodes(self) -> list[NodeRef]: ...
 
     async def aclose(self) -> None: ...
-
-
-def node_url(host: str, port: int) -> str:
-    """``http://HOST:PORT/mcp``, with an IPv6 address in brackets."""
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass  # a name, not an address
-    return f"http://{host}:{port}/mcp"
 
 
 def parse_node_spec(text: str) -> NodeRef:
@@ -114,8 +110,10 @@ class KubeNodes:
         namespace: str = DEFAULT_NAMESPACE,
         selector: str = DEFAULT_SELECTOR,
         default_port: int = DEFAULT_NODE_PORT,
+        transport: Transport | None = None,
     ) -> None:
         self._api = api
+        self.transport = transport or DirectTransport()
         self._core = KubeCore(api)
         self.namespace = namespace
         self.selector = selector
@@ -134,7 +132,7 @@ class KubeNodes:
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise GatewayError(f"cannot reach the Kubernetes API: {e or type(e).__name__}") from e
         try:
-            return nodes_from_pods(pods.items or (), self.default_port)
+            return nodes_from_pods(pods.items or (), self.default_port, self.transport)
         except (AttributeError, TypeError, ValueError) as e:  # a pod missing what Ready implies
             raise GatewayError(f"cannot read the pod list: {type(e).__name__}: {e}") from e
 
@@ -151,13 +149,22 @@ class KubeNodes:
         return f"listing {where} failed: {e.status} {e.reason}"
 
 
-def nodes_from_pods(pods: Iterable[Any], default_port: int) -> list[NodeRef]:
+def nodes_from_pods(
+    pods: Iterable[Any], default_port: int, transport: Transport | None = None
+) -> list[NodeRef]:
     """One endpoint per node from ready, running, not-terminating pods; the newest pod wins."""
+    transport = transport or DirectTransport()
     chosen: dict[str, tuple[str, NodeRef]] = {}
     for pod in pods:
         if not _ready(pod) or not pod.spec.node_name:
             continue
-        ref = NodeRef(pod.spec.node_name, node_url(pod.status.pod_ip, _port(pod, default_port)))
+        endpoint = PodEndpoint(
+            namespace=pod.metadata.namespace or "",
+            name=pod.metadata.name or "",
+            ip=pod.status.pod_ip,
+            port=_port(pod, default_port),
+        )
+        ref = NodeRef(pod.spec.node_name, transport.url(endpoint))
         created = str(pod.metadata.creation_timestamp or "")
         if ref.name not in chosen or created > chosen[ref.name][0]:
             chosen[ref.name] = (created, ref)

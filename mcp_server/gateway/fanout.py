@@ -12,21 +12,37 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from mcp_server.gateway.breaker import BreakerState, CircuitBreaker
-from mcp_server.gateway.client import NodeClient
 from mcp_server.gateway.discovery import NodeRef
 from mcp_server.gateway.errors import NodeCallError, Reason
 from mcp_server.gateway.prometheus import GatewayMetrics
 from mcp_server.gateway.retry import RetryPolicy
 from watcher.clock import now_ms as wall_now_ms
 
-__all__ = ["CallPolicy", "FanOut", "FanOutResult", "NodeAnswer", "NodeFailure", "NodeState"]
+__all__ = [
+    "CallPolicy",
+    "FanOut",
+    "FanOutResult",
+    "NodeAnswer",
+    "NodeFailure",
+    "NodeState",
+    "ToolCaller",
+]
 
 log = structlog.get_logger("mcp_server.gateway.fanout")
+
+
+class ToolCaller(Protocol):
+    """One tools/call to the node at ``url``: a
+    :class:`~mcp_server.gateway.client.NodeClient`, or one per cluster."""
+
+    async def call_tool(
+        self, url: str, tool: str, arguments: Mapping[str, Any], *, timeout_s: float
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +95,7 @@ class FanOut:
 
     def __init__(
         self,
-        client: NodeClient,
+        client: ToolCaller,
         metrics: GatewayMetrics,
         policy: CallPolicy,
         *,
@@ -160,7 +176,7 @@ class FanOut:
                         )
                     except NodeCallError as e:
                         attempt += 1
-                        delay = self.policy.retry.delay_s(attempt)
+                        delay = self.policy.retry.backoff.delay_s(attempt)
                         last = attempt > self.policy.retry.retries
                         if not e.retryable or last or self._clock() + delay >= deadline:
                             raise

@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import structlog
@@ -24,6 +24,7 @@ import structlog
 from mcp_server.gateway import aggregate
 from mcp_server.gateway.breaker import BreakerState
 from mcp_server.gateway.client import NodeClient
+from mcp_server.gateway.clusters import ClusterClient, ClusterNodes
 from mcp_server.gateway.discovery import (
     Discovery,
     NodeLister,
@@ -33,13 +34,20 @@ from mcp_server.gateway.discovery import (
 )
 from mcp_server.gateway.errors import GatewayError
 from mcp_server.gateway.fanout import CallPolicy, FanOut, FanOutResult, NodeAnswer, NodeState
+from mcp_server.gateway.history import PrometheusError, PrometheusHistory
 from mcp_server.gateway.models import (
+    ClusterFailureModel,
+    FleetAnswer,
+    FleetCluster,
     FleetHealth,
     FleetInventory,
+    FleetMetricTrend,
     FleetXidSummary,
     NodesNeedingAttention,
+    NodeToolResult,
 )
 from mcp_server.gateway.prometheus import GatewayMetrics
+from mcp_server.gateway.transport import DirectTransport, Transport
 from store.errors import InvalidQueryError
 from store.windows import format_ts, parse_duration_ms, parse_instant_ms
 from watcher.clock import now_ms as wall_now_ms
@@ -50,6 +58,13 @@ log = structlog.get_logger("mcp_server.gateway.fleet")
 
 MAX_WINDOW = "400d"  # the longest the nodes keep anything (1-hour rollups, XIDs)
 _NAMES_SHOWN = 50
+# The node tools a node that does not answer gets from Prometheus instead.
+HISTORY_TOOLS = frozenset({"get_gpu_health", "list_xid_events", "summarize_xid_events"})
+NO_HISTORY = (
+    "fleet history needs Prometheus: start the gateway with --prometheus-url URL "
+    "(the Prometheus, Thanos, Mimir or VictoriaMetrics that scrapes the daemons)"
+)
+A = TypeVar("A", bound=FleetAnswer)
 
 
 class UnknownNodeError(GatewayError):
@@ -65,6 +80,9 @@ class Fleet:
         *,
         policy: CallPolicy | None = None,
         token: str | None = None,
+        transport: Transport | None = None,
+        transports: Mapping[str, Transport] | None = None,
+        history: PrometheusHistory | None = None,
         refresh_s: float = 30.0,
         source: str = "",
         clock: Callable[[], float] = time.monotonic,
@@ -79,9 +97,15 @@ class Fleet:
             max_connections=self.policy.concurrency,
             max_keepalive_connections=self.policy.concurrency,
         )
-        self._http = httpx2.AsyncClient(limits=limits, follow_redirects=False)
+        # The lister's URLs and these calls go the same way: give both the same transport.
+        self.transport = transport or DirectTransport(token)
+        self._http = httpx2.AsyncClient(
+            limits=limits, follow_redirects=False, **self.transport.client_options()
+        )
+        # Several clusters (``transports`` by name): each node's calls go its cluster's way.
+        self._clusters = ClusterClient(transports, limits) if transports else None
         self._fanout = FanOut(
-            NodeClient(self._http, token),
+            self._clusters or NodeClient(self._http, self.transport),
             self.metrics,
             self.policy,
             clock=clock,
@@ -92,6 +116,7 @@ class Fleet:
         self._now_ms = now_ms
         self._refresher: asyncio.Task[None] | None = None
         self._static = isinstance(lister, StaticNodes)
+        self.history = history  # the daemons' series in Prometheus (--prometheus-url)
 
     @classmethod
     def static(cls, nodes: Mapping[str, str] | Iterable[NodeRef], **options: Any) -> Fleet:
@@ -125,7 +150,11 @@ class Fleet:
                 await self._refresher
             self._refresher = None
         await self._http.aclose()
+        if self._clusters is not None:
+            await self._clusters.aclose()
         await self.discovery.lister.aclose()
+        if self.history is not None:
+            await self.history.aclose()
 
     # nodes
 
@@ -151,9 +180,12 @@ class Fleet:
         """One node's answer to ``tool``; a :class:`NodeCallError` says why there is none."""
         return await self._fanout.call(self.node(node), tool, args)
 
-    async def fan_out(self, tool: str, args: Mapping[str, Any]) -> FanOutResult:
-        """Every node's answer to ``tool``, or why not; raises only when no node is known."""
-        states = self.nodes()
+    async def fan_out(
+        self, tool: str, args: Mapping[str, Any], *, names: Sequence[str] | None = None
+    ) -> FanOutResult:
+        """Every node's answer to ``tool`` (or the ``names`` ones'), or why not; raises only
+        when no node is known or a name is unknown."""
+        states = self.nodes() if names is None else [self.node(name) for name in names]
         if not states:
             raise GatewayError(f"no node daemons known: {self._known()}")
         return await self._fanout.gather(states, tool, args)
@@ -162,7 +194,7 @@ class Fleet:
 
     async def inventory(self) -> FleetInventory:
         """Every node's GPUs."""
-        return aggregate.fleet_inventory(await self.fan_out("list_gpus", {}))
+        return self._via(aggregate.fleet_inventory(await self.fan_out("list_gpus", {})))
 
     async def xid_summary(
         self, since: str = "24h", until: str | None = None, *, limit: int = 500
@@ -170,14 +202,87 @@ class Fleet:
         """Which nodes and GPUs had which XIDs in the window, worst action first."""
         since_ms, until_ms = self.window(since, until)
         args = {"since": format_ts(since_ms), "until": format_ts(until_ms)}
-        fan = await self.fan_out("summarize_xid_events", args)
-        return aggregate.fleet_xid_summary(fan, since_ms=since_ms, until_ms=until_ms, limit=limit)
+        if self.history is None:
+            fan = await self.fan_out("summarize_xid_events", args)
+            recorded: list[str] | None = None
+            error = None
+        else:
+            fan, recorded, error = await self._xids_with_history(args, since_ms, until_ms)
+        answer = aggregate.fleet_xid_summary(fan, since_ms=since_ms, until_ms=until_ms, limit=limit)
+        answer.from_prometheus, answer.prometheus_error = recorded, error
+        return self._via(answer)
+
+    async def metric_trend(
+        self,
+        metric: str,
+        since: str = "24h",
+        until: str | None = None,
+        *,
+        threshold: float | None = None,
+        limit: int = 20,
+    ) -> FleetMetricTrend:
+        """One metric on every GPU Prometheus scraped in the window, nodes down now included."""
+        if self.history is None:
+            raise GatewayError(NO_HISTORY)
+        since_ms, until_ms = self.window(since, until)
+        (points, series), up = await asyncio.gather(
+            self.history.trend(metric, since_ms, until_ms, threshold),
+            self.history.nodes_up(until_ms),
+        )
+        return aggregate.fleet_metric_trend(
+            points,
+            metric=metric,
+            series=series,
+            source=self.history.source.url,
+            up=up,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            limit=limit,
+        )
+
+    async def recorded(
+        self, node: str, tool: str, args: Mapping[str, Any], error: GatewayError
+    ) -> NodeToolResult | None:
+        """``tool``'s answer for a node that gave none (``error``), rebuilt from its series in
+        Prometheus; None without Prometheus, for other tools, or when it has nothing."""
+        if self.history is None or tool not in HISTORY_TOOLS:
+            return None
+        try:
+            since_ms, until_ms = self.window(str(args.get("since", "24h")), args.get("until"))
+            result = await self.history.node_answer(node, tool, args, since_ms, until_ms)
+        except (PrometheusError, InvalidQueryError) as e:
+            log.warning("prometheus_fallback_failed", node=node, tool=tool, error=str(e))
+            return None
+        if result is None:
+            return None
+        return NodeToolResult(
+            node=node, latency_ms=0.0, result=result, source="prometheus", node_error=str(error)
+        )
+
+    async def _xids_with_history(
+        self, args: Mapping[str, Any], since_ms: int, until_ms: int
+    ) -> tuple[FanOutResult, list[str] | None, str | None]:
+        """Prometheus answers for every node it scraped in the window (down now or not); the
+        nodes it has no series of are asked themselves. If it fails, every node is asked."""
+        assert self.history is not None
+        try:
+            recorded = await self.history.xid_rows(since_ms, until_ms)
+        except PrometheusError as e:
+            log.warning("prometheus_failed", error=str(e))
+            return await self.fan_out("summarize_xid_events", args), [], str(e)
+        rest = [s for s in self.nodes() if s.ref.name not in recorded]
+        fan = await self._fanout.gather(rest, "summarize_xid_events", args)
+        answers = [NodeAnswer(node, {"rows": rows}, 0.0) for node, rows in recorded.items()]
+        merged = FanOutResult(
+            tuple(sorted((*fan.answers, *answers), key=lambda a: a.node)), fan.failures
+        )
+        return merged, sorted(recorded), None
 
     async def health(self, since: str = "24h", *, limit: int = 500) -> FleetHealth:
         """Every GPU's health across the fleet, worst first."""
         since_ms, _ = self.window(since, None)
         fan = await self.fan_out("get_gpu_health", {"since": format_ts(since_ms)})
-        return aggregate.fleet_health(fan, since_ms=since_ms, limit=limit)
+        return self._via(aggregate.fleet_health(fan, since_ms=since_ms, limit=limit))
 
     async def needing_attention(self, since: str = "24h") -> NodesNeedingAttention:
         """Nodes with unhealthy GPUs, fatal XIDs in the window, or no answer, with why."""
@@ -188,7 +293,7 @@ class Fleet:
         states = [state for state in self.nodes() if state.ref.name in answered]
         args = {"since": format_ts(since_ms), "until": format_ts(until_ms)}
         xids = await self._fanout.gather(states, "summarize_xid_events", args)
-        return aggregate.nodes_needing_attention(health, xids, since_ms=since_ms)
+        return self._via(aggregate.nodes_needing_attention(health, xids, since_ms=since_ms))
 
     def window(self, since: str, until: str | None) -> tuple[int, int]:
         """(since_ms, until_ms), checked: start before end, at most :data:`MAX_WINDOW`."""
@@ -203,8 +308,39 @@ class Fleet:
 
     # internals
 
+    def _via(self, answer: A) -> A:
+        answer.transport = self.transport.via
+        if isinstance(self.discovery.lister, ClusterNodes):
+            answer.clusters = self._by_cluster(answer)
+            answer.clusters_failed = self.clusters_failed()
+        return answer
+
+    def clusters_failed(self) -> list[ClusterFailureModel] | None:
+        """The clusters whose API server failed the last listing; None with one cluster."""
+        lister = self.discovery.lister
+        if not isinstance(lister, ClusterNodes):
+            return None
+        failed = sorted(lister.failed.items())
+        return [ClusterFailureModel(cluster=name, error=error) for name, error in failed]
+
+    def _by_cluster(self, answer: FleetAnswer) -> list[FleetCluster]:
+        """Each cluster's nodes asked and answered (every known node is asked)."""
+        lister = self.discovery.lister
+        assert isinstance(lister, ClusterNodes)
+        failed = {f.node for f in answer.nodes_failed}
+        out = []
+        for cluster in sorted(lister.clusters):
+            names = [s.ref.name for s in self.nodes() if s.ref.cluster == cluster]
+            answered = sum(1 for name in names if name not in failed)
+            out.append(
+                FleetCluster(cluster=cluster, nodes_asked=len(names), nodes_answered=answered)
+            )
+        return out
+
     def _sync(self, refs: Sequence[NodeRef]) -> None:
         """Follow discovery: a new node, or one at a new address (a new pod), starts afresh."""
+        if self._clusters is not None:
+            self._clusters.route(refs)
         old, self._states = self._states, {}
         for ref in refs:
             state = old.pop(ref.name, None)

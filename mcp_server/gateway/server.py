@@ -6,8 +6,10 @@ from mcp.server.mcpserver import MCPServer
 
 from mcp_server.catalog_resources import register_catalog_resources
 from mcp_server.gateway.fleet import Fleet
-from mcp_server.gateway.node_tools import local_deps, register_node_tools
-from mcp_server.gateway.tools import register_fleet_tools
+from mcp_server.gateway.node_tools import register_node_tools
+from mcp_server.gateway.tools import FLEET_TOOLS
+from mcp_server.tools import add_tools
+from watcher.kernel.catalog import default_catalog
 from watcher.prometheus import installed_version
 
 __all__ = ["build_gateway_server"]
@@ -31,7 +33,8 @@ def build_gateway_server(fleet: Fleet) -> MCPServer:
         version=installed_version(),
         log_level="WARNING",
     )
-    register_fleet_tools(server, fleet)
-    register_node_tools(server, fleet)
-    register_catalog_resources(server, local_deps())
+    catalog = default_catalog()
+    add_tools(server, FLEET_TOOLS, (fleet,))
+    register_node_tools(server, fleet, catalog)
+    register_catalog_resources(server, catalog)
     return server

@@ -15,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "xidwatch.rules.yml"
+RULE_FILES = sorted((REPO / "alerts").glob("*.rules.yml"))  # the alerts, the recording rules
 RULE_TESTS = sorted((REPO / "alerts" / "tests").glob("*.yml"))
 DOC = REPO / "docs" / "alerts.md"
 SEVERITIES = {"critical", "warning", "info"}
@@ -50,8 +51,9 @@ def _doc_anchors() -> set[str]:
 
 
 @needs_promtool
-def test_promtool_accepts_the_rule_file() -> None:
-    result = _promtool("check", "rules", str(RULES))
+@pytest.mark.parametrize("rules", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_accepts_the_rule_file(rules: Path) -> None:
+    result = _promtool("check", "rules", str(rules))
     assert result.returncode == 0, f"promtool check rules failed:\n{result.stdout}{result.stderr}"
 
 

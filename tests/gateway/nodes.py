@@ -2,13 +2,14 @@
 
 Three ``xidwatch run`` processes with simulated GPUs, each playing a scenario into its own
 store, on 127.0.0.2, 127.0.0.3 and 127.0.0.4 with one port (so discovery's default port
-reaches all three), each requiring a bearer token, as pods would behind the DaemonSet.
+reaches all three), each requiring a bearer token, as pods would behind the DaemonSet; or,
+to be reached through the API server's pod proxy (which carries no token), without one and
+accepting the API server's name as Host.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from pathlib import Path
 from mcp_server.gateway.discovery import DEFAULT_NAMESPACE, DEFAULT_SELECTOR
 from tests.daemons import DaemonProcess
 from tests.kube_api import KubeApiServer
+from tests.waiting import wait_until
 
 TOKEN = "node-token-for-gateway-tests"
 LABELS = dict(kv.split("=") for kv in DEFAULT_SELECTOR.split(","))
@@ -40,17 +42,26 @@ SPECS = (
 
 
 class Nodes:
-    """The running daemons by node name; :meth:`restart` brings one back where it was."""
+    """The running daemons by node name; :meth:`restart` brings one back where it was.
 
-    def __init__(self, root: Path) -> None:
+    ``token``: they require :data:`TOKEN`; ``allowed_hosts``: extra Host names they accept.
+    """
+
+    def __init__(
+        self, root: Path, *, token: bool = True, allowed_hosts: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         (root / "token").write_text(TOKEN + "\n")
+        self.token = token
+        self.allowed_hosts = allowed_hosts
         self.port = 0
         self.daemons: dict[str, DaemonProcess] = {}
 
     def args(self, spec: NodeSpec, *, scenario: bool = True) -> list[str]:
         args = ["--node", spec.name, "--simulate", "4", "--no-kmsg", "--sample-interval", "1"]
-        args += ["--auth-token-file", str(self.root / "token")]
+        if self.token:
+            args += ["--auth-token-file", str(self.root / "token")]
+        args += [f"--allowed-host={host}" for host in self.allowed_hosts]
         if scenario:
             args += ["--scenario", spec.scenario, "--scenario-speed", "50"]
         return args
@@ -112,27 +123,38 @@ def call_node(url: str, tool: str, args: dict[str, object]) -> dict[str, object]
 
 def wait_for_xids(url: str, total: int) -> None:
     """Until the node has stored its scenario's ``total`` XIDs (the scenario has played)."""
-    deadline = time.monotonic() + 30
-    seen: object = None
-    while time.monotonic() < deadline:
-        seen = call_node(url, "summarize_xid_events", {"since": "1d"})["total"]
-        if seen == total:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{url} stored {seen} XIDs, expected {total}")
+    seen: list[object] = [None]
+
+    def stored() -> bool:
+        seen[0] = call_node(url, "summarize_xid_events", {"since": "1d"})["total"]
+        return seen[0] == total
+
+    wait_until(stored, 30, message=lambda: f"{url} stored {seen[0]} XIDs, expected {total}")
+
+
+# Listed pod IPs where nothing listens: only the API server's proxy reaches the daemons.
+UNROUTABLE = {"node-a": "127.0.0.12", "node-b": "127.0.0.13", "node-c": "127.0.0.14"}
+API_HOST = "127.0.0.9"  # the fake API server's address: the Host the daemons see via proxy
 
 
 @contextmanager
-def kube_listing(nodes: Nodes) -> Iterator[KubeApiServer]:
-    """An API server whose namespace holds one ready daemon pod per node (and noise)."""
-    with KubeApiServer() as kube:
+def kube_listing(nodes: Nodes, *, proxied: bool = False) -> Iterator[KubeApiServer]:
+    """An API server whose namespace holds one ready daemon pod per node (and noise).
+
+    ``proxied``: the server is on :data:`API_HOST` and lists each daemon at an unroutable
+    pod IP that only its pod proxy reaches (the pod network as only the API server sees it).
+    """
+    with KubeApiServer(host=API_HOST if proxied else "127.0.0.1") as kube:
         for spec in SPECS:
+            pod_ip = UNROUTABLE[spec.name] if proxied else spec.ip
             kube.add_pod(
                 f"xidwatch-{spec.name}",
                 DEFAULT_NAMESPACE,
                 node=spec.name,
                 labels=LABELS,
-                pod_ip=spec.ip,
+                pod_ip=pod_ip,
+                ports={"http": nodes.port},
             )
+            kube.route(pod_ip, spec.ip)
         kube.add_pod("dcgm-exporter", DEFAULT_NAMESPACE, node="node-a", labels={"app": "dcgm"})
         yield kube

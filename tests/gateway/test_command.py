@@ -38,6 +38,8 @@ def gateway(nodes: Nodes, tmp_path: Path) -> Iterator[GatewayProcess]:
             [
                 "--kubeconfig",
                 str(kube.kubeconfig(tmp_path / "kubeconfig")),
+                "--via",
+                "direct",  # the daemons want a token, which cannot pass the API server
                 "--node-port",
                 str(nodes.port),
                 "--node-token-file",

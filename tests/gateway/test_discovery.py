@@ -20,6 +20,7 @@ from mcp_server.gateway.discovery import (
     parse_node_spec,
 )
 from mcp_server.gateway.errors import GatewayError
+from mcp_server.gateway.transport import ApiProxyTransport, parse_via
 from tests.kube_api import KubeApiServer
 from watcher.k8s.client import close_kubernetes, connect_kubernetes
 
@@ -163,6 +164,24 @@ async def test_kubernetes_discovery_lists_ready_daemon_pods_in_the_namespace(
     assert request.query["labelSelector"] == DEFAULT_SELECTOR
 
 
+async def test_through_the_api_proxy_a_node_is_its_pods_proxy_url_on_the_api_server(
+    kube: KubeApiServer, tmp_path: Path
+) -> None:
+    kube.add_pod("xw-a", "gpu-monitoring", node="gpu-a", labels=LABELS, pod_ip="10.1.0.1")
+    kube.add_pod("xw-b", "gpu-monitoring", node="gpu-b", labels=LABELS, ports={"http": 9555})
+    api = await connect_kubernetes(kube.kubeconfig(tmp_path / "kubeconfig"))
+    assert api is not None
+    try:
+        lister = KubeNodes(api, default_port=9400, transport=ApiProxyTransport(api))
+        pods = f"{kube.url}/api/v1/namespaces/gpu-monitoring/pods"
+        assert await lister.list_nodes() == [
+            NodeRef("gpu-a", f"{pods}/xw-a:9400/proxy/mcp"),
+            NodeRef("gpu-b", f"{pods}/xw-b:9555/proxy/mcp"),
+        ]
+    finally:
+        await close_kubernetes(api)
+
+
 async def test_api_errors_become_gateway_errors_that_say_what_to_fix(
     kube: KubeApiServer, tmp_path: Path
 ) -> None:
@@ -178,3 +197,11 @@ async def test_api_errors_become_gateway_errors_that_say_what_to_fix(
             await lister.list_nodes()
     finally:
         await close_kubernetes(api)
+
+
+def test_via_auto_is_direct_in_a_pod_and_the_api_proxy_elsewhere() -> None:
+    assert parse_via("auto", in_pod=True) == "direct"
+    assert parse_via("auto", in_pod=False) == "api-proxy"
+    assert parse_via("direct", in_pod=False) == "direct"
+    with pytest.raises(GatewayError, match="use auto, direct or api-proxy"):
+        parse_via("proxy", in_pod=False)

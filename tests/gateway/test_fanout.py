@@ -13,6 +13,7 @@ from mcp_server.gateway.errors import NodeCallError
 from mcp_server.gateway.fanout import CallPolicy, FanOut, NodeAnswer
 from mcp_server.gateway.prometheus import GatewayMetrics
 from mcp_server.gateway.retry import RetryPolicy
+from store.pacing import Backoff
 from tests.gateway.fakes import ScriptedClient, StepClock, failing
 
 
@@ -20,7 +21,8 @@ def _fanout(
     client: ScriptedClient, clock: StepClock, **policy: Any
 ) -> tuple[FanOut, GatewayMetrics]:
     metrics = GatewayMetrics(lambda: [], lambda: (0, 0))
-    options: dict[str, Any] = {"retry": RetryPolicy(retries=2, rand=lambda: 1.0), **policy}
+    backoff = Backoff(initial_s=0.1, max_s=2.0, jitter=1.0, rand=lambda: 1.0)
+    options: dict[str, Any] = {"retry": RetryPolicy(retries=2, backoff=backoff), **policy}
     fan = FanOut(client, metrics, CallPolicy(**options), clock=clock, sleep=clock.sleep)
     return fan, metrics
 
@@ -29,11 +31,8 @@ def _ok(url: str, tool: str, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"url": url}
 
 
-def test_backoff_doubles_up_to_the_cap_and_is_scaled_by_the_jitter() -> None:
-    policy = RetryPolicy(base_s=0.1, cap_s=0.5, rand=lambda: 1.0)
-    assert [policy.delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    half = RetryPolicy(base_s=0.1, cap_s=0.5, rand=lambda: 0.5)
-    assert half.delay_s(3) == pytest.approx(0.2)
+def test_node_calls_back_off_with_full_jitter() -> None:
+    assert RetryPolicy().backoff.jitter == 1.0
 
 
 async def test_transport_errors_are_retried_then_reported_with_their_reason() -> None:

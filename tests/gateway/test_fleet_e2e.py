@@ -13,6 +13,7 @@ from mcp import Client
 
 from mcp_server.gateway import CallPolicy, Fleet, KubeNodes, RetryPolicy, build_gateway_server
 from mcp_server.gateway.discovery import DEFAULT_SELECTOR
+from store.pacing import Backoff
 from tests.gateway.fakes import StepClock
 from tests.gateway.nodes import TOKEN, Nodes, kube_listing
 from tests.kube_api import KubeApiServer
@@ -20,7 +21,9 @@ from watcher.k8s.client import connect_kubernetes
 
 pytestmark = pytest.mark.slow
 
-POLICY = CallPolicy(node_timeout_s=3, retry=RetryPolicy(retries=1, base_s=0.01))
+POLICY = CallPolicy(
+    node_timeout_s=3, retry=RetryPolicy(retries=1, backoff=Backoff(0.01, 2.0, jitter=1.0))
+)
 
 
 @asynccontextmanager

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from store.records import GpuInfo, GpuSample, SampleBatch
+from store.telemetry import get_metric
 from tests.mcp_server.helpers import served
 from tests.mcp_server.test_tools import call
 from tests.store.helpers import write_all
+from xidwatch.charts import trend_json
+from xidwatch.telemetry import _trend_data
 
 T0 = 1_800_000_000_000  # on an hour boundary
 HOUR = 3_600_000
@@ -195,3 +198,41 @@ async def test_history_values_are_rounded_and_empty_buckets_left_out(hour_db: Pa
     assert series["empty_buckets"] == 60  # the hour after the samples stopped
     assert len(series["buckets"]) == 60
     assert series["buckets"][0]["avg"] == pytest.approx(250.6, abs=0.01)
+
+
+# -- the CLI's trend --json is the same answer -------------------------------------------------
+
+
+# A threshold with more digits than an answer keeps: the CLI once printed it unrounded.
+@pytest.mark.parametrize(("metric", "threshold"), [("temperature", None), ("power", 250.61234)])
+async def test_trend_json_is_the_mcp_history_and_trend_answer_for_the_same_window(
+    hour_db: Path, metric: str, threshold: float | None
+) -> None:
+    m = get_metric(metric)
+    # The CLI's own read path with the clock fixed (`trend` passes the wall clock here).
+    series, xids, reports = await _trend_data(
+        hour_db, m, [], NOW - HOUR, NOW, 60, None, NOW, threshold
+    )
+    cli = json.loads(json.dumps(trend_json(series, xids, m, reports)))
+    async with served(hour_db, now_ms=lambda: NOW) as client:
+        given = {} if threshold is None else {"threshold": threshold}
+        trend = await call(client, "get_metric_trend", metric=metric, since="1h", **given)
+        history = [
+            await call(
+                client,
+                "get_metric_history",
+                gpu=str(out["gpu"]),
+                metrics=[metric],
+                since="1h",
+                buckets=60,
+            )
+            for out in cli
+        ]
+    assert len(cli) == len(trend["trends"]) == len(GPUS)
+    for out, answer, stats in zip(cli, history, trend["trends"], strict=True):
+        (mcp_series,) = answer["series"]
+        # The CLI lists empty buckets too (count 0); MCP leaves them out and counts them.
+        listed = {**out, "buckets": [b for b in out["buckets"] if b["count"]]}
+        assert {k: v for k, v in listed.items() if k not in ("stats", "xids")} == mcp_series
+        identity = {"gpu", "pci_bus_id", "metric", "unit"}
+        assert out["stats"] == {k: v for k, v in stats.items() if k not in identity}

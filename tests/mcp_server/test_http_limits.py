@@ -20,6 +20,7 @@ from mcp.server.mcpserver import MCPServer
 
 from mcp_server.http import HttpService, allowed_hosts, build_http_app
 from mcp_server.http_limits import HttpLimits, body_problem, connection_limit
+from tests.waiting import wait_until_async
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 TOKEN = "t0ken"
@@ -235,9 +236,7 @@ async def test_when_every_connection_is_being_answered_a_new_one_gets_503_at_onc
         calls = [
             asyncio.create_task(post(served, rpc("tools/call", {"name": "hold"}))) for _ in range(4)
         ]
-        async with asyncio.timeout(10):
-            while len(served.holding) < 4:
-                await asyncio.sleep(0.01)
+        await wait_until_async(lambda: len(served.holding) >= 4, 10)
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         refused = await until_closed(reader)
         writer.close()

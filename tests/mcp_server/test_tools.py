@@ -8,11 +8,15 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from mcp_server import tools
 from mcp_server.deps import ToolDeps
 from mcp_server.server import build_server
+from mcp_server.tools_gpu import list_gpus
+from mcp_server.tools_xid import explain_xid
 from store.records import GpuInfo, GpuSample, SampleBatch
 from tests.mcp_server.helpers import served
 from tests.store.helpers import event, write_all
+from watcher.kernel.catalog import default_catalog
 
 TOOLS = {
     "list_gpus",
@@ -55,6 +59,33 @@ async def test_every_tool_is_listed_read_only_with_a_description_and_output_sche
             assert tool.output_schema is not None, tool.name
             assert tool.annotations is not None and tool.annotations.read_only_hint, tool.name
             assert tool.annotations.destructive_hint is False
+
+
+async def test_the_server_serves_exactly_the_tool_list_with_each_tools_own_parameters(
+    runaway_db: Path,
+) -> None:
+    async with served(runaway_db) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+    assert [t.__name__ for t in tools.TOOLS] == list(listed)
+    for tool in tools.TOOLS:
+        schema = listed[tool.__name__].input_schema
+        assert list(schema.get("properties", {})) == [p.name for p in tools.parameters(tool)]
+        assert listed[tool.__name__].description == tools.description(tool)
+
+
+async def test_a_tool_is_a_function_a_test_calls_with_its_dependency(runaway_db: Path) -> None:
+    result = await list_gpus(ToolDeps(db_path=runaway_db, node="direct"))
+    assert result.structured_content is not None
+    assert result.structured_content["node"] == "direct"
+    assert len(result.structured_content["gpus"]) == 4
+    explained = await explain_xid(default_catalog(), code=79)
+    assert explained.structured_content is not None
+    assert explained.structured_content["mnemonic"] == "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS"
+
+
+def test_binding_a_tool_without_its_dependency_says_which_it_needs() -> None:
+    with pytest.raises(TypeError, match="list_gpus needs a ToolDeps"):
+        tools.bind(list_gpus, ())
 
 
 async def test_list_gpus_gives_identity_limits_and_lost_state(runaway_db: Path) -> None:

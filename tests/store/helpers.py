@@ -25,7 +25,6 @@ def event(
     gpu: str = "00000000:3B:00.0",
     ts_ms: int | None = None,
     key: str | None = "kmsg:b1",
-    boot_id: str | None = "b1",
 ) -> XidEvent:
     return XidEvent(
         ts_ms=ts_ms if ts_ms is not None else 1_700_000_000_000 + n * 1000,
@@ -40,8 +39,6 @@ def event(
         pci_bus_id=gpu,
         pid=n,
         process="python3",
-        boot_id=boot_id,
-        seq=n if boot_id else None,
         cursor=SourceCursor(key, n) if key else None,
     )
 

@@ -357,8 +357,8 @@ async def test_node_health_covers_sampled_gpus_and_gpus_seen_only_in_xid_lines(
         db_path,
         [
             SampleBatch(NOW - 5000, (hot, cool), gpus=(H100, T4)),
-            replace(event(1, xid=95, gpu=A, ts_ms=T0, boot_id="b2"), action="RESET_GPU"),
-            replace(event(2, xid=79, gpu=C, ts_ms=T0 + 10, boot_id="b2"), action="RESTART_BM"),
+            replace(event(1, xid=95, gpu=A, ts_ms=T0, key="kmsg:b2"), action="RESET_GPU"),
+            replace(event(2, xid=79, gpu=C, ts_ms=T0 + 10, key="kmsg:b2"), action="RESTART_BM"),
             GpuStateEvent(H100.uuid, T0 + 60_000, "lost"),
             GpuStateEvent(H100.uuid, T0 + 90_000, "recovered"),
         ],
@@ -387,7 +387,7 @@ async def test_node_health_covers_sampled_gpus_and_gpus_seen_only_in_xid_lines(
 async def test_a_reboot_shows_through_the_kmsg_watermark_before_any_new_xid(
     db_path: Path,
 ) -> None:
-    before = event(1, xid=79, gpu=A, ts_ms=T0, key="kmsg:b1", boot_id="b1")
+    before = event(1, xid=79, gpu=A, ts_ms=T0, key="kmsg:b1")
     await write_all(db_path, [SampleBatch(NOW - 5000, gpus=(H100,))])
     await write_all(db_path, [replace(before, action="RESTART_BM")], now_s=T0 / 1000)
     async with reading(db_path) as conn:

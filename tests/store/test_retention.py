@@ -19,6 +19,7 @@ from store.retention import RetentionPolicy, RetentionResult, apply_retention
 from store.schema import MIGRATIONS, SCHEMA_VERSION
 from store.writer import StoreWriter
 from tests.store.helpers import event, rows, write_all
+from tests.waiting import wait_until_async
 
 T0 = 1_800_000_000_000  # on an hour boundary
 MIN, HOUR = 60_000, 3_600_000
@@ -203,9 +204,7 @@ async def test_retention_runs_between_the_writers_commits_without_losing_anythin
         writer.put(SampleBatch(T0, gpus=GPUS))
         for tick in early:
             writer.put(tick)
-        async with asyncio.timeout(10):
-            while writer.stats.samples_stored < len(early) * len(GPUS):
-                await asyncio.sleep(0.005)
+        await wait_until_async(lambda: writer.stats.samples_stored >= len(early) * len(GPUS), 10)
         for n, tick in enumerate(late):  # queued while retention runs
             writer.put(tick)
             writer.put(event(n, ts_ms=NOW - HOUR + n))

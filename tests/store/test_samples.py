@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -16,6 +16,7 @@ from store.records import GpuInfo, GpuProcess, GpuSample, GpuStateEvent, SampleB
 from store.samples import PROCESS_GAP_MS
 from store.writer import StoreWriter
 from tests.store.helpers import event, reading, rows, write_all
+from tests.waiting import wait_until_async
 
 T0 = 1_800_000_000_000  # on an hour boundary
 MIB = 1 << 20
@@ -51,12 +52,6 @@ def tick(
     processes: Sequence[GpuProcess] = (),
 ) -> SampleBatch:
     return SampleBatch(ts_ms, tuple(samples), tuple(processes), tuple(gpus))
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 def full_sample(ts_ms: int) -> GpuSample:
@@ -333,18 +328,18 @@ async def test_a_failed_commit_sheds_samples_but_keeps_every_xid(db_path: Path) 
     try:
         task = asyncio.create_task(writer.run())
         writer.put(tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0]))
-        await until(lambda: writer.stats.samples_stored == 1)
+        await wait_until_async(lambda: writer.stats.samples_stored == 1)
         await writer.exclusive(disk_full)
         for n in range(300):
             ts = T0 + (n + 1) * 1000
             writer.put(event(n))
             writer.put(tick(ts, GpuSample(GPU0.uuid, ts, temperature_c=50)))
-        await until(lambda: writer.stats.commit_retries >= 2)
+        await wait_until_async(lambda: writer.stats.commit_retries >= 2)
         assert writer.stats.events_stored == 0
         assert writer.stats.samples_shed == 300
 
         await writer.exclusive(space_returns)
-        await until(lambda: writer.stats.events_stored == 300)
+        await wait_until_async(lambda: writer.stats.events_stored == 300)
         for n in range(300, 310):  # the daemon keeps going
             writer.put(event(n))
         await writer.close()
@@ -373,11 +368,11 @@ async def test_gpus_known_before_a_failed_commit_stay_known_after_it(
         task = asyncio.create_task(writer.run())
         if not restarted:
             writer.put(tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0]))
-            await until(lambda: writer.stats.samples_stored == 1)
+            await wait_until_async(lambda: writer.stats.samples_stored == 1)
         await writer.exclusive(disk_full)
         for n in range(300):  # the XID insert fails, before any telemetry is written
             writer.put(event(n))
-        await until(lambda: writer.stats.commit_retries >= 1)
+        await wait_until_async(lambda: writer.stats.commit_retries >= 1)
         await writer.exclusive(space_returns)
         for n in range(1, 11):  # the sampler announced GPU 0 long ago and does not again
             writer.put(tick(T0 + n * 1000, GpuSample(GPU0.uuid, T0 + n * 1000)))
@@ -405,7 +400,7 @@ async def test_gpus_announced_in_a_failed_commit_are_still_known_afterwards(
         writer.put(tick(T0, GpuSample(GPU0.uuid, T0), gpus=[GPU0]))
         for n in range(1, 300):
             writer.put(event(n) if with_xids else tick(T0 + n, GpuSample(GPU0.uuid, T0 + n)))
-        await until(lambda: writer.stats.commit_retries >= 1)
+        await wait_until_async(lambda: writer.stats.commit_retries >= 1)
         await writer.exclusive(space_returns)
         writer.put(tick(T0 + 10_000, GpuSample(GPU0.uuid, T0 + 10_000, temperature_c=55)))
         await writer.close()

@@ -14,6 +14,7 @@ from store.flood import MAX_BURST_SPAN_MS, FloodPolicy, FloodState
 from store.records import Checkpoint, SourceCursor
 from store.writer import StoreWriter
 from tests.store.helpers import event, write_all
+from tests.waiting import wait_until_async
 
 
 def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -43,9 +44,11 @@ async def test_checkpoints_move_the_watermark_past_noise(db_path: Path) -> None:
     assert again.stats.duplicates_skipped == 1
 
 
-async def test_unique_boot_seq_guards_events_without_a_cursor(db_path: Path) -> None:
-    await write_all(db_path, [event(1, key=None), event(1, key=None)])
-    assert _rows(db_path, "SELECT count(*) FROM xid_events") == [(1,)]
+async def test_one_kmsg_record_handed_over_twice_in_a_batch_is_stored_once(
+    db_path: Path,
+) -> None:
+    await write_all(db_path, [event(1), event(1)])
+    assert _rows(db_path, "SELECT boot_id, seq FROM xid_events") == [("b1", 1)]
 
 
 async def test_a_flood_is_folded_into_a_burst_with_an_exact_count(db_path: Path) -> None:
@@ -114,9 +117,7 @@ async def test_disk_full_keeps_xids_in_memory_and_retries_until_space_returns(
     task = asyncio.create_task(writer.run())
     for n in range(300):
         writer.put(event(n))
-    async with asyncio.timeout(10):
-        while writer.stats.commit_retries < 2:
-            await asyncio.sleep(0.01)
+    await wait_until_async(lambda: writer.stats.commit_retries >= 2, 10)
     assert writer.stats.events_stored == 0
     await writer._conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
     await writer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -12,8 +12,10 @@ import aiosqlite
 import pytest
 from structlog.testing import capture_logs
 
+from mcp_server.http_settings import HttpSettings
 from store.errors import XidwatchError
 from store.flood import FloodPolicy
+from tests.waiting import wait_until_async
 from watcher.config import DaemonConfig, KubernetesConfig
 from watcher.daemon import Daemon
 from watcher.errors import SourceError
@@ -50,19 +52,13 @@ def taken_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 15) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 async def test_a_port_that_cannot_be_bound_ends_start_up_before_anything_is_read(
     tmp_path: Path, taken_port: int
 ) -> None:
     log = tmp_path / "kern.log"
     log.write_text(_line(1))
     daemon = Daemon(_config(tmp_path, log))
-    service = http_service(daemon, f"127.0.0.1:{taken_port}", token_file=None, extra_hosts=[])
+    service = http_service(daemon, HttpSettings("127.0.0.1", taken_port))
     async with asyncio.timeout(30):  # before: ran on for good, without /metrics or probes
         with pytest.raises(XidwatchError, match=rf"cannot serve HTTP on 127\.0\.0\.1:{taken_port}"):
             await daemon.run(asyncio.Event(), services=[service])
@@ -72,7 +68,7 @@ async def test_a_port_that_cannot_be_bound_ends_start_up_before_anything_is_read
 
 async def test_an_address_not_on_this_host_ends_start_up(tmp_path: Path) -> None:
     daemon = Daemon(_config(tmp_path))
-    service = http_service(daemon, "192.0.2.1:0", token_file=None, extra_hosts=[])  # TEST-NET-1
+    service = http_service(daemon, HttpSettings("192.0.2.1", 0))  # TEST-NET-1
     async with asyncio.timeout(30):
         with pytest.raises(XidwatchError, match=r"cannot serve HTTP on 192\.0\.2\.1"):
             await daemon.run(asyncio.Event(), services=[service])
@@ -88,7 +84,7 @@ async def test_a_log_file_that_cannot_be_followed_ends_start_up(tmp_path: Path) 
 
 async def test_the_http_port_is_up_before_the_daemon_says_it_started(tmp_path: Path) -> None:
     daemon = Daemon(_config(tmp_path))
-    service = http_service(daemon, "127.0.0.1:0", token_file=None, extra_hosts=[])
+    service = http_service(daemon, HttpSettings("127.0.0.1", 0))
     assert daemon.readiness() == {"daemon": "starting"}  # /readyz: not ready while starting
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop, services=[service]))
@@ -114,11 +110,11 @@ async def test_sigterm_on_a_full_disk_says_how_many_xids_are_queued_and_where_th
     daemon = Daemon(_config(tmp_path, log, shutdown_timeout_s=1.0))
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
-    await _until(lambda: daemon.writer.stats.events_stored == 5)
+    await wait_until_async(lambda: daemon.writer.stats.events_stored == 5)
     await daemon.writer.exclusive(lambda conn: _set_max_pages(conn, FULL))
     with log.open("a") as f:  # more than the pages' free room holds
         f.write("".join(_line(n) for n in range(5, 400)))
-    await _until(lambda: daemon.writer.failing is not None)
+    await wait_until_async(lambda: daemon.writer.failing is not None)
     with capture_logs() as logs:
         stop.set()  # SIGTERM
         await asyncio.wait_for(task, 15)
@@ -134,7 +130,7 @@ async def test_a_clean_stop_says_nothing_about_lost_xids(tmp_path: Path) -> None
     daemon = Daemon(_config(tmp_path, log))
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
-    await _until(lambda: daemon.writer.stats.events_stored == 3)
+    await wait_until_async(lambda: daemon.writer.stats.events_stored == 3)
     with capture_logs() as logs:
         stop.set()
         await asyncio.wait_for(task, 15)

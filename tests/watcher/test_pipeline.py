@@ -106,8 +106,7 @@ def test_a_live_xid_gets_its_pid_pod_and_an_old_line_is_not_looked_up() -> None:
     line = "NVRM: Xid (PCI:0000:3b:00): 13, pid=4242, name=python3, Graphics Exception"
     out: list[XidEvent | Checkpoint] = []
     pods = _Pods()
-    pipeline = XidPipeline(out.append, default_catalog(), now_ms=lambda: 100_000)
-    pipeline.pods = pods
+    pipeline = XidPipeline(out.append, default_catalog(), now_ms=lambda: 100_000, pods=pods)
     pipeline.handle(_record(line, 1, ts_ms=99_000))  # a second ago: the pid is still it
     pipeline.handle(_record(line, 2, ts_ms=100_000 - ATTRIBUTION_MAX_AGE_MS - 1))  # replayed
     live, old = (e for e in out if isinstance(e, XidEvent))

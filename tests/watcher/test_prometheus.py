@@ -20,6 +20,7 @@ from store.flood import FloodPolicy
 from store.records import GpuInfo, GpuSample
 from store.retention import RetentionPolicy
 from tests.daemons import run_scenario
+from tests.waiting import wait_until_async
 from watcher.clock import now_ms
 from watcher.config import DaemonConfig, SimulationSpec
 from watcher.daemon import Daemon, HostFacts
@@ -298,10 +299,10 @@ async def test_without_nvml_only_self_metrics_and_exact_counts_through_a_flood(
         (source,) = daemon.sources
         assert isinstance(source, KmsgSource)
         device.write("NVRM: Xid (PCI:0000:3b:00): garbled")  # looks like an XID, does not parse
-        await _until(lambda: source.stats.records_read == 1)
+        await wait_until_async(lambda: source.stats.records_read == 1)
         for n in range(50):  # faster than the reader: the ring of 16 overflows, 34 are lost
             device.write(f"NVRM: Xid (PCI:0000:3b:00): 13, pid={n}, name=app, Graphics Exception")
-        await _until(lambda: sum(daemon.xid_counts.snapshot().values()) == 16)
+        await wait_until_async(lambda: sum(daemon.xid_counts.snapshot().values()) == 16)
     finally:
         stop.set()
         await task
@@ -340,12 +341,6 @@ def test_a_scrape_opens_no_file_socket_or_database_and_calls_no_nvml(runaway: Da
     registry = registry_for(runaway)  # the collector reads the package version here, once
     assert _io_during(lambda: generate_latest(registry)) == []  # what GET /metrics runs
     assert _io_during(lambda: generate_latest(registry)) == []  # and again: nothing lazy
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 _IO_EVENTS = ("open", "os.listdir", "os.scandir", "sqlite3.", "socket.", "subprocess.", "ctypes.")

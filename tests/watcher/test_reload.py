@@ -11,6 +11,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from store.retention import RetentionPolicy
+from tests.waiting import wait_until_async
 from watcher.config import DaemonConfig, SimulationSpec
 from watcher.daemon import Daemon
 from watcher.reload import ConfigReloader
@@ -89,13 +90,12 @@ async def test_a_file_replaced_by_rename_is_seen_and_applied(tmp_path: Path) -> 
     reloader, applied, path = _reloader(tmp_path, debounce_ms=50)
     task = asyncio.create_task(reloader.run())
     try:
-        await asyncio.sleep(0.3)  # the watch is set up
+        async with asyncio.timeout(10):
+            await reloader.started.wait()  # the watch is in place
         staged = tmp_path / ".xidwatch.yaml.new"
         staged.write_text(START.replace("10", "2"))
         os.replace(staged, path)  # how editors and ConfigMap updates replace a file
-        async with asyncio.timeout(10):
-            while not applied:
-                await asyncio.sleep(0.02)
+        await wait_until_async(lambda: applied, 10)
     finally:
         reloader.stop()
         async with asyncio.timeout(5):
@@ -123,15 +123,27 @@ async def test_reconfigure_changes_the_live_sampler_interval_and_retention(
 
     try:
         await daemon.ready.wait()
-        async with asyncio.timeout(10):
-            while samples() < 20:
-                await asyncio.sleep(0.05)
+        await wait_until_async(lambda: samples() >= 20, 10)
         daemon.reconfigure(replace(config, sample_interval_s=0.5, retention=RetentionPolicy(1)))
         assert daemon.sampler is not None and daemon.sampler.interval_s == 0.5
         assert daemon.config.retention.raw_ms == 1
-        async with asyncio.timeout(10):  # retention runs now, not an hour later
-            while samples() >= 20:
-                await asyncio.sleep(0.05)
+        await wait_until_async(lambda: samples() < 20, 10)  # retention runs now, not in an hour
     finally:
         stop.set()
         await task
+
+
+async def test_a_change_made_before_the_watch_began_is_applied_once_watching(
+    tmp_path: Path,
+) -> None:
+    reloader, applied, path = _reloader(tmp_path, debounce_ms=50)
+    path.write_text(START.replace("10", "3"))  # after the reloader read it, before the watch
+    task = asyncio.create_task(reloader.run())
+    try:
+        async with asyncio.timeout(10):
+            await reloader.started.wait()
+        assert [c.sample_interval_s for c in applied] == [3.0]  # no further change needed
+    finally:
+        reloader.stop()
+        async with asyncio.timeout(5):
+            await task

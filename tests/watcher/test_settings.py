@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.http_settings import HttpSettings
 from store.retention import RetentionPolicy
+from watcher.config import DaemonConfig, KubernetesConfig, daemon_config
 from watcher.settings import (
     RunSettings,
     SettingsError,
-    daemon_config,
     layered,
+    parse_listen,
     parse_settings,
     read_settings_file,
 )
@@ -52,7 +54,7 @@ def test_an_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None:
     [
         ("sample_interval: 0.5", "sample_interval: Input should be greater than or equal to 1"),
         ("retention_1m: soon", "retention_1m: 'soon' is not a duration"),
-        ("log_level: loud", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
+        ("log_level: loud", "log_level: 'loud': use debug, info, warning or error"),
         ("listen: localhost", "listen: 'localhost': use HOST:PORT"),
         ("flood_burst: 0", "flood_burst: Input should be greater than or equal to 1"),
         ("kmsg: maybe", "kmsg: Input should be a valid boolean"),
@@ -84,7 +86,7 @@ def test_flag_spellings_lists_and_an_empty_file_are_accepted(tmp_path: Path) -> 
     )
     assert (s.sample_interval, s.log_files, s.log_level) == (
         30.0,
-        [Path("/var/log/kern.log")],
+        (Path("/var/log/kern.log"),),
         "debug",
     )
     assert read_settings_file(_file(tmp_path, "# nothing yet\n")) == RunSettings()
@@ -105,7 +107,7 @@ def test_a_missing_file_is_named() -> None:
 
 
 def test_the_daemon_config_carries_every_layered_setting() -> None:
-    cfg = daemon_config(
+    settings = layered(
         _flags(
             db="/tmp/x.db",
             sample_interval=2.0,
@@ -117,16 +119,16 @@ def test_the_daemon_config_carries_every_layered_setting() -> None:
             log_level="warning",
             accept_injected=True,
             allowed_hosts=["svc"],
-        ),
-        config_file=Path("/etc/xidwatch.yaml"),
+        )
     )
+    cfg = daemon_config(settings, config_file=Path("/etc/xidwatch.yaml"))
     assert cfg.db_path == Path("/tmp/x.db") and cfg.sample_interval_s == 2.0
     assert cfg.retention == RetentionPolicy(raw_ms=3_600_000)
     assert cfg.flood.per_minute == 0.0 and cfg.flood.burst == 20
     assert cfg.nvml  # simulated GPUs are sampled through NVML
     assert cfg.simulate is not None and cfg.simulate.gpus == 2
-    assert cfg.listen is None  # http off
-    assert (cfg.log_level, cfg.accept_injected, cfg.allowed_hosts) == ("warning", True, ("svc",))
+    assert HttpSettings.of_run(settings) is None  # http off
+    assert (cfg.log_level, cfg.accept_injected) == ("warning", True)
     assert cfg.config_file == Path("/etc/xidwatch.yaml")
 
 
@@ -185,3 +187,32 @@ def test_bad_kubernetes_settings_are_named(values: dict[str, object], expected: 
 def test_a_node_condition_without_events_is_refused() -> None:
     with pytest.raises(SettingsError, match="--node-condition needs --k8s-events"):
         daemon_config(_flags(db="x.db", node_condition="GpuXidFatal"))
+
+
+def test_the_http_port_settings_are_built_from_the_same_model() -> None:
+    http = HttpSettings.of_run(layered(_flags(listen="[::1]:0", allowed_hosts=["svc"])))
+    assert http == HttpSettings("::1", 0, None, ("svc",))
+    default = HttpSettings.of_run(RunSettings())
+    assert default is not None and (default.host, default.port) == ("127.0.0.1", 9607)
+
+
+@pytest.mark.parametrize("text", ["localhost", "host:port", "h:70000", ":"])
+def test_one_host_port_parser_names_the_bad_value(text: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{text!r}: use HOST:PORT"):
+        parse_listen(text)
+    assert parse_listen(":9607") == ("0.0.0.0", 9607)
+
+
+def test_a_layer_sets_only_the_keys_it_was_given() -> None:
+    flags = _flags(sample_interval=30.0)
+    assert flags.model_fields_set == {"sample_interval"}
+    assert flags.retention_raw == RunSettings().retention_raw  # the default, not "set"
+    merged = layered(RunSettings.model_validate({"sample_interval": 5.0, "node": "f"}), flags)
+    assert (merged.sample_interval, merged.node) == (30.0, "f")
+
+
+def test_the_daemon_config_defaults_are_the_settings_defaults() -> None:
+    db = Path("/tmp/x.db")
+    assert daemon_config(RunSettings(db=db)) == DaemonConfig(db_path=db)
+    assert daemon_config(RunSettings()).kubernetes == KubernetesConfig()
+    assert RunSettings().retention_raw == "2d"  # RetentionPolicy's 48 h, in its words

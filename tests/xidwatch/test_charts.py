@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mcp_server.models import SeriesModel
-from mcp_server.tools_history import TrendModel
+from mcp_server.answers import answer_data
+from mcp_server.series_models import SeriesModel, TrendModel
 from store.records import Bucket, Series, StoredXid
 from store.telemetry import METRICS, get_metric
-from store.trend import Reading, Threshold, assess_trend
+from store.trend import Reading, Threshold, TrendReport, assess_trend
 from xidwatch.charts import (
     CSV_FIELDS,
     GAP,
@@ -23,6 +23,7 @@ from xidwatch.charts import (
     MARKER,
     list_metrics_text,
     merge_buckets,
+    render_answers,
     render_trend,
     sparkline,
     trend_csv,
@@ -433,7 +434,7 @@ def test_json_stats_are_the_mcp_trend_model_and_buckets_are_rounded() -> None:
     (out,) = trend_json([s], [], TEMPERATURE, {s.uuid: report})
     stats = out["stats"]
     assert isinstance(stats, dict)
-    model = TrendModel.from_report(s, report).model_dump(mode="json")
+    model = answer_data(TrendModel.from_report(s, report))
     identity = {"gpu", "pci_bus_id", "metric", "unit"}
     assert stats == {k: v for k, v in model.items() if k not in identity}
     assert (stats["status"], stats["crossed"], stats["current"]) == ("crossed", True, 72.0)
@@ -448,7 +449,7 @@ def test_json_stats_are_the_mcp_trend_model_and_buckets_are_rounded() -> None:
         "max": 61.33,
         "count": 10,
     }
-    series_model = SeriesModel.from_series(s, keep_empty=True).model_dump(mode="json")
+    series_model = answer_data(SeriesModel.from_series(s, keep_empty=True))
     assert {k: v for k, v in out.items() if k not in ("stats", "xids")} == series_model
 
 
@@ -460,3 +461,41 @@ def test_json_keeps_empty_buckets_with_null_values() -> None:
         {"ts": "2026-11-24T10:05:00.000Z", "min": 69.0, "avg": 70.0, "max": 71.0, "count": 10},
         {"ts": "2026-11-24T10:10:00.000Z", "min": None, "avg": None, "max": None, "count": 0},
     ]
+
+
+# -- the same chart from a node's answers (kubectl xidwatch trend) ----------------------------
+
+
+def answers(s: Series, report: TrendReport) -> tuple[dict[str, object], dict[str, object]]:
+    """What get_metric_history (empty buckets left out) and get_metric_trend answer, as JSON."""
+    history = json.loads(json.dumps(answer_data(SeriesModel.from_series(s))))
+    trend = json.loads(json.dumps(answer_data(TrendModel.from_report(s, report))))
+    return history, trend
+
+
+@pytest.mark.parametrize(
+    ("values", "current", "threshold"),
+    [
+        ([70.0 + i for i in range(27)], Reading(T0 + 27 * STEP - 1000, 96.0), SLOWDOWN),
+        ([40.0 + 2 * i for i in range(24)], Reading(T0 + 24 * STEP - 1, 87.0), None),
+        ([61.0, None, None, 63.5, 64.0, None, 66.0, 67.5, 68.0], None, SLOWDOWN),
+        ([9.0, 8.0, 7.0, 6.5, 6.0, 5.0], None, Threshold(4.0, "given", above=False)),
+    ],
+)
+def test_a_nodes_answers_draw_the_chart_the_node_cli_draws(
+    values: list[float | None], current: Reading | None, threshold: Threshold | None
+) -> None:
+    s = series(values)
+    report = assess_trend(s, current=current, threshold=threshold)
+    xids = [xid(T0 + 3 * STEP + 1000, 79), xid(T0 + 5 * STEP, 48, count=2)]
+    local = render_trend([s], xids, metric=TEMPERATURE, width=60, reports={s.uuid: report})
+    remote = render_answers([answers(s, report)], xids, metric=TEMPERATURE, width=60)
+    assert remote == local
+
+
+def test_the_trend_answer_keeps_the_further_limit_and_the_direction() -> None:
+    s = series([70.0 + i for i in range(27)])
+    report = assess_trend(s, current=Reading(T0 + 27 * STEP - 1000, 96.0), threshold=SLOWDOWN)
+    _, trend = answers(s, report)
+    assert trend["further_limit"] == {"name": "shutdown temperature", "value": 97.0}
+    assert trend["threshold_direction"] == "above"

@@ -4,6 +4,7 @@ types, and ``health``'s exit status. In process, through the console script's ``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import signal
@@ -16,7 +17,7 @@ import structlog
 from tests.mcp_server.helpers import fill
 from watcher.prometheus import installed_version
 from xidwatch.conventions import hoist_global_options
-from xidwatch.main import main
+from xidwatch.main import _Xidwatch, main
 from xidwatch.signals import _command, hold_termination
 from xidwatch.telemetry import HEALTH_EXIT
 
@@ -161,3 +162,14 @@ def test_sigterm_is_held_for_run_even_after_a_valued_global_option() -> None:
         assert signal.getsignal(signal.SIGTERM) is not before
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_the_listed_summary_is_the_first_paragraph_of_the_commands_help(name: str) -> None:
+    lazy = _Xidwatch.lazy_commands[name]
+    help_text = inspect.getdoc(lazy.load(name).callback) or ""
+    assert lazy.summary == " ".join(help_text.split("\n\n")[0].split())
+
+
+def test_every_command_is_listed_in_the_order_help_shows() -> None:
+    assert list(_Xidwatch.lazy_commands) == COMMANDS

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KMSG, RealKmsgWriter
+from tests.waiting import wait_until_async
 from watcher.config import DaemonConfig
 from watcher.daemon import Daemon
 from watcher.kernel.injection import injected_id
@@ -139,9 +140,7 @@ async def _read_past(db_path: Path, seq: int, *, accept_injected: bool) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:
-        async with asyncio.timeout(30):
-            while (daemon.writer.watermark(key) or -1) < seq:
-                await asyncio.sleep(0.05)
+        await wait_until_async(lambda: (daemon.writer.watermark(key) or -1) >= seq, 30)
     finally:
         stop.set()
         await task
@@ -154,7 +153,17 @@ async def test_real_kmsg_injection_is_stored_marked_only_with_accept_injected(
 ) -> None:
     real_kmsg.write(real_kmsg.xid_line(31, 1))  # an ordinary user-space record: never stored
     out = subprocess.run(
-        [sys.executable, "-m", "xidwatch", "inject", "--yes", "--xid", "13", "--gpu", "0000:e7:00.0"],
+        [
+            sys.executable,
+            "-m",
+            "xidwatch",
+            "inject",
+            "--yes",
+            "--xid",
+            "13",
+            "--gpu",
+            "0000:e7:00.0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,15 @@ def test_run_on_a_taken_port_exits_2_with_one_error_line(tmp_path: Path) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        argv = [sys.executable, "-m", "xidwatch", "--log-json", "run", "--db", str(tmp_path / "x.db")]
+        argv = [
+            sys.executable,
+            "-m",
+            "xidwatch",
+            "--log-json",
+            "run",
+            "--db",
+            str(tmp_path / "x.db"),
+        ]
         argv += ["--no-kmsg", "--no-nvml", "--no-kubernetes", "--listen", f"127.0.0.1:{port}"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr  # before: ran on without HTTP, exited 0 on SIGTERM

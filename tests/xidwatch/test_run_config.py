@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+import typer.main
 from typer.testing import CliRunner
 
 import xidwatch.run
+from tests.waiting import wait_until
 from watcher.config import DaemonConfig
 from watcher.daemon import Daemon
 from watcher.reload import ConfigReloader
-from watcher.settings import SettingsError
+from watcher.settings import RunSettings, SettingsError
 from xidwatch.main import app
 
 
@@ -115,7 +117,7 @@ def test_without_any_setting_the_daemon_gets_its_production_defaults(
 ) -> None:
     db = tmp_path / "x.db"
     config, services = _configure(monkeypatch, "--db", str(db))
-    assert config == DaemonConfig(db_path=db)  # typer's defaults are DaemonConfig's
+    assert config == DaemonConfig(db_path=db)  # the settings' defaults are DaemonConfig's
     assert [s.name for s in services] == ["http"]  # type: ignore[attr-defined]
 
 
@@ -127,14 +129,11 @@ def test_a_bad_environment_value_is_named_by_its_variable(
 
 
 def _wait_for_log(logs: Path, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for line in logs.read_text().splitlines():
-            event: dict[str, Any] = json.loads(line)
-            if predicate(event):
-                return event
-        time.sleep(0.05)
-    raise AssertionError(f"no such log line in:\n{logs.read_text()}")
+    def logged() -> dict[str, Any] | None:
+        events = (json.loads(line) for line in logs.read_text().splitlines())
+        return next((e for e in events if predicate(e)), None)
+
+    return wait_until(logged, 20, message=lambda: f"no such log line in:\n{logs.read_text()}")
 
 
 @pytest.mark.slow
@@ -148,8 +147,7 @@ def test_the_running_daemon_applies_a_changed_file_and_warns_about_the_rest(
     with logs.open("w") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        _wait_for_log(logs, lambda e: e["event"] == "config_watching")
-        time.sleep(0.5)
+        _wait_for_log(logs, lambda e: e["event"] == "config_watching")  # the watch is in place
         path.write_text("sample_interval: 2\nlisten: 127.0.0.1:9\nlog_level: warning\n")
         reloaded = _wait_for_log(logs, lambda e: e["event"] == "config_reloaded")
         assert reloaded["changed"] == {"sample_interval": 2.0, "log_level": "warning"}
@@ -165,3 +163,41 @@ def test_the_running_daemon_applies_a_changed_file_and_warns_about_the_rest(
     at = next(i for i, e in enumerate(lines) if e["event"] == "config_reloaded")
     after = [e["event"] for e in lines[at + 1 :] if e["level"] == "info"]
     assert after == []  # info lines (daemon_stopping, ...) stopped at the new level
+
+
+def _run_command() -> Any:
+    """The click command ``xidwatch run`` (typer's click: typed loosely here)."""
+    group: Any = typer.main.get_command(app)
+    return group.get_command(group.context_class(group, info_name="xidwatch"), "run")
+
+
+def test_every_setting_is_an_option_of_run_unset_by_default_with_its_derived_variable() -> None:
+    options = {p.name: p for p in _run_command().params if p.name != "config"}
+    assert set(options) == set(RunSettings.model_fields) - {"log_level"}  # that one is global
+    for key, option in options.items():
+        assert option.envvar == "XIDWATCH_" + key.upper(), key
+        assert option.default is None, key  # only what the user gives overrides the layers below
+        assert option.help == RunSettings.model_fields[key].description, key
+
+
+def test_no_command_writes_a_variable_name_by_hand() -> None:
+    sources = Path(xidwatch.run.__file__).parent.glob("*.py")
+    hand_written = [p.name for p in sources if re.search(r'envvar\s*=\s*"', p.read_text())]
+    assert hand_written == []
+
+
+def test_an_option_given_the_default_value_still_beats_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "xidwatch.yaml"
+    path.write_text("sample_interval: 30\nkmsg: false\n")
+    args = ["--db", str(tmp_path / "x.db"), "--config", str(path), "--no-http"]
+    config, _ = _configure(monkeypatch, *args, "--sample-interval", "10", "--kmsg")
+    assert (config.sample_interval_s, config.kmsg) == (10.0, True)
+
+
+def test_a_bad_flag_value_is_named_by_its_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(SettingsError, match=r"^--sample-interval: Input should be greater than"):
+        _configure(monkeypatch, "--db", str(tmp_path / "x.db"), "--sample-interval", "0.5")

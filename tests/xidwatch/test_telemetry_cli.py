@@ -3,47 +3,51 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+
+from tests.daemons import DaemonProcess
+from tests.waiting import wait_until
 from tests.xidwatch.test_cli import xidwatch
 
 
-def run_daemon(db_path: Path, *args: str, seconds: float) -> subprocess.CompletedProcess[str]:
-    log = db_path.with_suffix(".log")
-    with log.open("w") as out:
-        argv = [sys.executable, "-m", "xidwatch", "--log-json", "run", "--db", str(db_path)]
-        argv += ["--listen", "127.0.0.1:0", *args]  # never a fixed port: one may be taken
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
-    return subprocess.CompletedProcess(proc.args, rc, log.read_text(), "")
+def run_daemon(tmp: Path, *args: str, until: Callable[[DaemonProcess], object]) -> DaemonProcess:
+    """``xidwatch run`` (on a free port) until ``until(daemon)`` holds, then SIGTERM: it ran
+    and stopped cleanly."""
+    daemon = DaemonProcess(tmp, args)
+    try:
+        wait_until(lambda: until(daemon), 60, message=lambda: daemon.log.read_text())
+    finally:
+        rc = daemon.stop()
+    assert rc == 0, daemon.log.read_text()
+    assert "daemon_stopped" in [r["event"] for r in daemon.log_records()]
+    return daemon
+
+
+def _played_out(daemon: DaemonProcess) -> bool:
+    """The scenario's last XID (64) is stored and every GPU was sampled after it."""
+    with closing(sqlite3.connect(f"file:{daemon.db}?mode=ro", uri=True)) as conn:
+        (last_xid_ms,) = conn.execute("SELECT max(ts_ms) FROM xid_events WHERE xid = 64").fetchone()
+        if last_xid_ms is None:
+            return False
+        later = "SELECT count(DISTINCT gpu) FROM samples WHERE ts > ?"
+        return int(conn.execute(later, (last_xid_ms,)).fetchone()[0]) == 4
 
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store the daemon filled from 4 simulated GPUs running the ECC scenario."""
-    db = tmp_path_factory.mktemp("sim") / "xidwatch.db"
-    done = run_daemon(
-        db,
+    daemon = run_daemon(
+        tmp_path_factory.mktemp("sim"),
         *("--simulate", "4", "--scenario", "ecc-degradation", "--scenario-speed", "60"),
         *("--sample-interval", "1", "--no-kmsg"),
-        seconds=4.5,
+        until=_played_out,
     )
-    assert done.returncode == 0, done.stdout
-    events = [json.loads(line)["event"] for line in done.stdout.splitlines()]
-    assert "daemon_stopped" in events
-    return db
+    return daemon.db
 
 
 @pytest.mark.slow
@@ -128,10 +132,10 @@ def test_bad_telemetry_arguments_get_a_one_line_error(
     assert "Traceback" not in out.stderr
 
 
-def test_without_a_driver_the_daemon_says_so_once_and_keeps_running(db_path: Path) -> None:
-    done = run_daemon(db_path, "--no-kmsg", seconds=1.5)
-    assert done.returncode == 0, done.stdout
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+def test_without_a_driver_the_daemon_says_so_once_and_keeps_running(tmp_path: Path) -> None:
+    # DaemonProcess returns once the daemon has started: NVML was tried, and it runs on.
+    done = run_daemon(tmp_path, "--no-kmsg", until=lambda daemon: True)
+    events = done.log_records()
     unavailable = [e for e in events if e["event"] == "nvml_unavailable"]
     assert len(unavailable) == 1
     assert "XIDs are still read from the kernel log" in unavailable[0]["reason"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient
 
-__all__ = ["SERVICE_ACCOUNT_DIR", "close_kubernetes", "connect_kubernetes"]
+__all__ = ["SERVICE_ACCOUNT_DIR", "close_kubernetes", "connect_kubernetes", "kubeconfig_contexts"]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 NODE_FEATURES_OFF = "pod attribution, Kubernetes events and node conditions are off"
@@ -36,9 +36,28 @@ def _kubeconfig_path(explicit: Path | None, environ: Mapping[str, str], home: Pa
     return default if default.is_file() else None
 
 
+def kubeconfig_contexts(
+    kubeconfig: Path | None, *, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> list[str] | None:
+    """The context names of the kubeconfig :func:`connect_kubernetes` would load, in its
+    order; None when there is no kubeconfig, ``ValueError`` when it cannot be read."""
+    from kubernetes.aio.config.kube_config import list_kube_config_contexts
+
+    env = os.environ if environ is None else environ
+    path = _kubeconfig_path(kubeconfig, env, home or Path.home())
+    if path is None:
+        return None
+    try:
+        contexts, _ = list_kube_config_contexts(str(path))  # type: ignore[no-untyped-call]
+    except Exception as e:  # the library's ConfigException, YAML errors, OSError
+        raise ValueError(f"kubeconfig {path} cannot be read: {e}") from e
+    return [str(c["name"]) for c in contexts or ()]
+
+
 async def connect_kubernetes(
     kubeconfig: Path | None,
     *,
+    context: str | None = None,
     environ: Mapping[str, str] | None = None,
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     home: Path | None = None,
@@ -46,7 +65,8 @@ async def connect_kubernetes(
 ) -> ApiClient | None:
     """A ``kubernetes.aio`` ``ApiClient`` the caller must ``await close()``, or None.
 
-    An explicit ``kubeconfig`` wins over the in-cluster service account. Failure to load
+    An explicit ``kubeconfig`` or ``context`` (a kubeconfig context; default its current one)
+    wins over the in-cluster service account. Failure to load
     is logged once (``k8s_unavailable``, ending with ``off``: what the caller does without
     a cluster) and answered with None, never raised.
     """
@@ -57,7 +77,8 @@ async def connect_kubernetes(
     env = os.environ if environ is None else environ
     token = service_account_dir / "token"
     cfg = client.Configuration()
-    if kubeconfig is None and env.get("KUBERNETES_SERVICE_HOST") and token.is_file():
+    explicit = kubeconfig is not None or context is not None
+    if not explicit and env.get("KUBERNETES_SERVICE_HOST") and token.is_file():
         try:
             loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]  # untyped library
                 str(token), str(service_account_dir / "ca.crt"), environ=env
@@ -76,9 +97,10 @@ async def connect_kubernetes(
         )
         return None
     try:
-        await config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped library
-            config_file=str(path), client_configuration=cfg
+        loader = await config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped
+            config_file=str(path), context=context, client_configuration=cfg
         )
+        _renew_exec_tokens(loader, cfg)
         api = client.ApiClient(configuration=cfg)
     except Exception as e:
         log.warning(
@@ -89,6 +111,19 @@ async def connect_kubernetes(
         return None
     log.info("k8s_connected", via="kubeconfig", path=str(path), host=cfg.host)
     return api
+
+
+def _renew_exec_tokens(loader: Any, cfg: Any) -> None:
+    """An exec plugin's token expires (``aws eks get-token``: 15 minutes): when it has, the
+    next request runs the plugin again. The library only does this in a loop of its own."""
+    if getattr(loader, "exec_plugin_expiry", None) is None:
+        return  # no exec plugin, or a token that does not expire
+
+    async def renew(configuration: Any) -> None:
+        await loader.load_from_exec_plugin()  # at once while the token is still fresh
+        configuration.api_key["BearerToken"] = loader.token
+
+    cfg.refresh_api_key_hook = renew
 
 
 async def close_kubernetes(api: ApiClient) -> None:

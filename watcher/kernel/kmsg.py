@@ -22,7 +22,7 @@ import structlog
 
 from store.records import SourceCursor
 from watcher.errors import KmsgError, KmsgPermissionError
-from watcher.records import KERNEL_FACILITY, LogRecord
+from watcher.records import LogRecord
 
 __all__ = [
     "KMSG_PATH",
@@ -86,7 +86,7 @@ def format_kmsg_record(
 
 def kmsg_source_key(boot_id: str) -> str:
     """The watermark key of the kmsg stream of one boot."""
-    return f"kmsg:{boot_id}"
+    return SourceCursor.kmsg_key(boot_id)
 
 
 class KmsgDevice(Protocol):
@@ -129,21 +129,22 @@ class OsKmsgDevice:
 
 @dataclass(slots=True)
 class KmsgStats:
-    """Counters for /metrics: records read and lost, foreign-facility records ignored."""
+    """Counters for /metrics: records read, lost and malformed."""
 
     records_read: int = 0
     records_lost: int = 0
-    records_ignored: int = 0
     records_malformed: int = 0
     overruns: int = 0
 
 
 class KmsgSource:
-    """Reads /dev/kmsg on the event loop and hands each kernel record to ``sink``.
+    """Reads /dev/kmsg on the event loop and hands each record, with its facility, to ``sink``.
 
-    Readability wake-ups are not enough: the kernel does not wake pollers for records
-    written from user space until its next own message, so the fd is also drained on a
-    short timer (a non-blocking read is one cheap syscall).
+    What a record is (an XID, or only a checkpoint) is the pipeline's to decide. The kernel
+    wakes pollers for its own records, but not for records written from user space until
+    its next own message: where those can be accepted (``--kmsg-any-facility``,
+    ``--accept-injected``) pass ``poll_interval_s`` and the fd is also drained on that
+    timer. Without it the source sleeps until the kernel writes.
     """
 
     name = "kmsg"
@@ -156,17 +157,14 @@ class KmsgSource:
         boot_wall_ms: Callable[[], int],
         now_ms: Callable[[], int],
         after_seq: int | None = None,
-        any_facility: bool = False,
-        poll_interval_s: float = 0.1,
+        poll_interval_s: float | None = None,
     ) -> None:
         self.stats = KmsgStats()
         self._open_device = open_device
-        self._boot_id = boot_id
         self._source_key = kmsg_source_key(boot_id)
         self._boot_wall_ms = boot_wall_ms
         self._now_ms = now_ms
         self._last_seq = after_seq
-        self._any_facility = any_facility
         self._poll_interval_s = poll_interval_s
         self._stopped = asyncio.Event()
         self._failure: BaseException | None = None
@@ -176,7 +174,7 @@ class KmsgSource:
         device = self._open_device()
         loop = asyncio.get_running_loop()
         loop.add_reader(device.fileno(), self._on_readable, device, sink)
-        log.info("kmsg_reading", after_seq=self._last_seq, any_facility=self._any_facility)
+        log.info("kmsg_reading", after_seq=self._last_seq, poll_s=self._poll_interval_s)
         try:
             while not self._stopped.is_set() and self._failure is None:
                 self._on_readable(device, sink)
@@ -234,19 +232,13 @@ class KmsgSource:
         self._last_seq = record.seq
         self.stats.records_read += 1
         cursor = SourceCursor(self._source_key, record.seq)
-        if record.facility != KERNEL_FACILITY and not self._any_facility:
-            self.stats.records_ignored += 1
-            text = ""  # a checkpoint only: user space can write /dev/kmsg
-        else:
-            text = record.text
         sink(
             LogRecord(
-                text=text,
+                text=record.text,
                 source="kmsg",
                 received_ms=self._now_ms(),
                 ts_ms=self._boot_wall_ms() + record.ts_usec // 1000,
                 facility=record.facility,
-                boot_id=self._boot_id,
                 seq=record.seq,
                 cursor=cursor,
             )

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import structlog
-from watchfiles import awatch
 
+from watcher.dirwatch import watch_directory
 from watcher.errors import SourceError
 from watcher.kernel.capture import feed_lines
 from watcher.records import LogRecord
@@ -31,7 +31,11 @@ def file_source_key(path: Path, inode: int) -> str:
 
 
 class FileSource:
-    """Follows one log file like ``tail -F``; new files are read from their start."""
+    """Follows one log file like ``tail -F``; new files are read from their start.
+
+    ``started`` is set once the lines already there are handled and the watch is in place:
+    from then on every appended line is seen.
+    """
 
     name = "file"
 
@@ -53,6 +57,7 @@ class FileSource:
         self._now_ms = now_ms
         self._from_start = from_start
         self._poll_interval_s = poll_interval_s
+        self.started = asyncio.Event()
         self._stopped = asyncio.Event()
         self._file: BinaryIO | None = None
         self._inode = 0
@@ -87,12 +92,11 @@ class FileSource:
     async def run(self, sink: Callable[[LogRecord], None]) -> None:
         self._open(first=True)
         self._read(sink)
-        log.info("logfile_following", path=str(self.path), offset=self._offset)
         try:
-            async for _ in awatch(
+            async for _ in watch_directory(
                 self.path.parent,  # the directory, to see the file rotated away and back
-                recursive=False,  # never its subdirectories: one watch, whatever lies below
-                stop_event=self._stopped,
+                stop=self._stopped,
+                on_watching=self._watching,
                 watch_filter=lambda _change, changed: Path(changed) == self.path,
                 rust_timeout=int(self._poll_interval_s * 1000),
                 yield_on_timeout=True,
@@ -108,6 +112,10 @@ class FileSource:
         finally:
             if self._file is not None:
                 self._file.close()
+
+    def _watching(self) -> None:
+        log.info("logfile_following", path=str(self.path), offset=self._offset)
+        self.started.set()
 
     def _open(self, *, first: bool) -> None:
         try:

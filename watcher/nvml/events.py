@@ -48,7 +48,11 @@ def _address(handle: Any) -> int | None:
 
 
 class NvmlXidSource:
-    """Waits for XID critical-error events on every GPU that supports them."""
+    """Waits for XID critical-error events on every GPU that supports them.
+
+    ``started`` is set once every GPU that can be is registered: an XID from then on is
+    delivered (or at once, when no GPU supports the events and nothing will be).
+    """
 
     name = "nvml-events"
 
@@ -67,9 +71,11 @@ class NvmlXidSource:
         self._sink = sink
         self._now_ms = now_ms
         self._wait_ms = wait_ms
+        self.started = asyncio.Event()
         self._stop = threading.Event()
 
     def stop(self) -> None:
+        """End the wait; XIDs NVML has already queued are still handed on first."""
         self._stop.set()
 
     async def run(self) -> None:
@@ -83,7 +89,10 @@ class NvmlXidSource:
 
         def body() -> None:
             try:
-                self._wait_loop(lambda event: loop.call_soon_threadsafe(deliver, event))
+                self._wait_loop(
+                    lambda event: loop.call_soon_threadsafe(deliver, event),
+                    registered=lambda: loop.call_soon_threadsafe(self.started.set),
+                )
             except BaseException as e:  # surfaced to the awaiting task
                 loop.call_soon_threadsafe(_set_exception, done, e)
             else:
@@ -96,30 +105,35 @@ class NvmlXidSource:
             self.stop()
             raise
 
-    def _wait_loop(self, emit: Callable[[NvmlXid], object]) -> None:
+    def _wait_loop(
+        self, emit: Callable[[NvmlXid], object], *, registered: Callable[[], object]
+    ) -> None:
         event_set = pynvml.nvmlEventSetCreate()
         try:
             by_address = self._register(event_set)
+            registered()
             if not by_address:
                 log.info("nvml_xid_events_unsupported", gpus=len(self._devices))
                 return
             while not self._stop.is_set():
-                event = self._wait_one(event_set)
-                if event is None:
-                    continue
-                device = by_address.get(_address(event.device))
-                if device is None or device.info is None:
-                    continue
-                emit(
-                    NvmlXid(
-                        device.info.pci_bus_id,
-                        device.info.uuid,
-                        int(event.eventData),
-                        self._now_ms(),
-                    )
-                )
+                self._hand_on(self._wait_one(event_set, self._wait_ms), by_address, emit)
+            # Stopped: hand on what NVML had already queued, as the kernel log sources do.
+            while (event := self._wait_one(event_set, 0)) is not None:
+                self._hand_on(event, by_address, emit)
         finally:
             pynvml.nvmlEventSetFree(event_set)
+
+    def _hand_on(
+        self,
+        event: Any,
+        by_address: dict[int | None, NvmlDevice],
+        emit: Callable[[NvmlXid], object],
+    ) -> None:
+        device = None if event is None else by_address.get(_address(event.device))
+        if device is None or device.info is None:
+            return
+        info = device.info
+        emit(NvmlXid(info.pci_bus_id, info.uuid, int(event.eventData), self._now_ms()))
 
     def _register(self, event_set: Any) -> dict[int | None, NvmlDevice]:
         registered: dict[int | None, NvmlDevice] = {}
@@ -134,9 +148,9 @@ class NvmlXidSource:
             registered[_address(device.handle)] = device
         return registered
 
-    def _wait_one(self, event_set: Any) -> Any:
+    def _wait_one(self, event_set: Any, wait_ms: int) -> Any:
         try:
-            return pynvml.nvmlEventSetWait_v2(event_set, self._wait_ms)
+            return pynvml.nvmlEventSetWait_v2(event_set, wait_ms)
         except pynvml.NVMLError_Timeout:
             return None
         except pynvml.NVMLError as e:

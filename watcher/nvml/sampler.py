@@ -60,6 +60,7 @@ class NvmlSampler:
         interval_s: float = 10.0,
         now_ms: Callable[[], int] = wall_now_ms,
         proc_root: Path = Path("/proc"),
+        pods: PodLookup | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("sample interval must be positive")
@@ -67,7 +68,7 @@ class NvmlSampler:
         self.stats = SamplerStats()
         self.devices: list[NvmlDevice] = []
         self.latest: dict[str, GpuSample] = {}
-        self.pods: PodLookup | None = None  # Kubernetes attribution, when on a cluster
+        self.pods = pods  # Kubernetes attribution, when on a cluster
         self._put = put
         self._now_ms = now_ms
         self._proc_root = proc_root

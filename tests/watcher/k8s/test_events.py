@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from store.pacing import Backoff
 from store.records import PodRef, XidEvent
 from tests.kube_api import STRATEGIC_MERGE_PATCH, KubeApiServer
+from tests.waiting import wait_until_async
+from watcher.k8s.condition import NodeCondition
+from watcher.k8s.event_queue import XidEventQueue
+from watcher.k8s.event_writer import KubeEventWriter
 from watcher.k8s.events import REPORTING_CONTROLLER, XidEventPoster
 
 NODE = "gpu-node-1"
@@ -57,14 +62,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async def poll() -> None:
-        while not check():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout_s)
-
-
 class Running:
     """A poster whose run() is a task, stopped and awaited on exit."""
 
@@ -82,16 +79,41 @@ class Running:
         await asyncio.wait_for(self.task, 5)
 
 
-def poster(api: Any, clock: FakeClock, **kw: Any) -> XidEventPoster:
-    options: dict[str, Any] = {
-        "now": clock,
-        "monotonic": clock,
-        "tick_s": 0.01,
-        "retry_initial_s": 0.01,
-        "retry_max_s": 0.02,
-    }
-    options.update(kw)
-    return XidEventPoster(api, NODE, **options)
+_QUEUE = {"actions", "post_injected", "dedupe_s", "rate_per_minute", "burst", "size"}
+
+
+def poster(
+    api: Any,
+    clock: FakeClock,
+    *,
+    node_condition: str | None = None,
+    quiet_s: float = 3600.0,
+    retry_s: float = 0.01,
+    tick_s: float = 0.01,
+    max_attempts: int = 5,
+    **queue: Any,
+) -> XidEventPoster:
+    """The three parts as the daemon joins them, on the fake clock, retrying quickly."""
+    assert set(queue) <= _QUEUE, set(queue) - _QUEUE
+    backoff = Backoff(initial_s=retry_s, max_s=2 * retry_s)
+    condition = None
+    if node_condition is not None:
+        condition = NodeCondition(node_condition, quiet_s=quiet_s, retry_s=backoff.max_s)
+    return XidEventPoster(
+        XidEventQueue(**queue),
+        KubeEventWriter(api, NODE, backoff=backoff, max_attempts=max_attempts),
+        condition=condition,
+        tick_s=tick_s,
+        now=clock,
+        monotonic=clock,
+    )
+
+
+async def passes(p: XidEventPoster, n: int = 2) -> None:
+    """Wait until the poster's loop has gone round ``n`` more times: with ``n`` = 2, at
+    least one whole pass started after the caller moved the clock."""
+    target = p.ticks + n
+    await wait_until_async(lambda: p.ticks >= target)
 
 
 def handled(p: XidEventPoster) -> int:
@@ -105,7 +127,7 @@ async def test_fatal_xid_posts_a_warning_event_on_the_node_and_the_pod(
     pod = PodRef("ml", "train-0", "trainer", "pod-uid-9")
     async with Running(poster(api, clock)) as p:
         p.submit([xid(pid=4242, process="python", pod=pod)])
-        await until(lambda: p.stats.posted == 2)
+        await wait_until_async(lambda: p.stats.posted == 2)
     node_event, pod_event = sorted(kube.events, key=lambda e: e["involvedObject"]["kind"])
     assert node_event["metadata"]["namespace"] == "default"
     assert node_event["metadata"]["name"].startswith(f"{NODE}.")
@@ -143,7 +165,7 @@ async def test_actions_not_in_the_set_and_injected_xids_are_not_posted(
         with capture_logs() as logs:
             p.submit([xid(13, "RESTART_APP"), xid(48, "RESET_GPU", injected=True)])
         p.submit([xid(48, "RESET_GPU")])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert (p.stats.not_qualifying, p.stats.injected_skipped) == (1, 1)
     assert [e["reason"] for e in kube.events] == ["GpuXid"]
     assert "[injected]" not in kube.events[0]["message"]
@@ -156,7 +178,7 @@ async def test_injected_xids_are_posted_marked_when_asked(
 ) -> None:
     async with Running(poster(api, clock, post_injected=True)) as p:
         p.submit([xid(injected=True)])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert kube.events[0]["message"].startswith("[injected] XID 79")
 
 
@@ -165,7 +187,7 @@ async def test_event_actions_are_configurable(
 ) -> None:
     async with Running(poster(api, clock, actions={"RESTART_APP"})) as p:
         p.submit([xid(79, "RESTART_BM"), xid(13, "RESTART_APP")])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert "XID 13" in kube.events[0]["message"]
 
 
@@ -174,13 +196,13 @@ async def test_the_same_gpu_and_code_posts_once_per_dedupe_window(
 ) -> None:
     async with Running(poster(api, clock, dedupe_s=600)) as p:
         p.submit([xid(), xid(), xid(code=48, action="RESET_GPU")])
-        await until(lambda: handled(p) == 3)
+        await wait_until_async(lambda: handled(p) == 3)
         clock.t += 599
         p.submit([xid()])
-        await until(lambda: handled(p) == 4)
+        await wait_until_async(lambda: handled(p) == 4)
         clock.t += 1
         p.submit([xid()])
-        await until(lambda: handled(p) == 5)
+        await wait_until_async(lambda: handled(p) == 5)
     assert p.stats.posted == 3
     assert p.stats.deduplicated == 2
     assert len(kube.events) == 3
@@ -193,10 +215,10 @@ async def test_a_token_bucket_caps_the_rate_and_logs_once_per_window(
     with capture_logs() as logs:
         async with Running(poster(api, clock, rate_per_minute=6, burst=2)) as p:
             p.submit(storm)
-            await until(lambda: handled(p) == 6)
+            await wait_until_async(lambda: handled(p) == 6)
             clock.t += 10  # one more token (6 a minute)
             p.submit([xid(gpu_uuid="GPU-late")])
-            await until(lambda: handled(p) == 7)
+            await wait_until_async(lambda: handled(p) == 7)
     assert p.stats.posted == 3
     assert p.stats.rate_limited == 4
     limited = [e for e in logs if e["event"] == "k8s_events_rate_limited"]
@@ -207,14 +229,14 @@ async def test_a_token_bucket_caps_the_rate_and_logs_once_per_window(
 async def test_submit_never_blocks_and_counts_overflow(
     kube: KubeApiServer, api: Any, clock: FakeClock
 ) -> None:
-    p = poster(api, clock, queue_size=3)
+    p = poster(api, clock, size=3)
     with capture_logs() as logs:
         p.submit([xid(gpu_uuid=f"GPU-{i}") for i in range(5)])  # nothing is running yet
     assert p.stats.submitted == 5
     assert p.stats.queue_dropped == 2
     assert [e["event"] for e in logs] == ["k8s_events_queue_full"]
     async with Running(p):
-        await until(lambda: p.stats.posted == 3)
+        await wait_until_async(lambda: p.stats.posted == 3)
 
 
 async def test_node_condition_is_set_by_strategic_merge_and_cleared_when_quiet(
@@ -222,7 +244,7 @@ async def test_node_condition_is_set_by_strategic_merge_and_cleared_when_quiet(
 ) -> None:
     async with Running(poster(api, clock, node_condition=CONDITION, quiet_s=60)) as p:
         p.submit([xid()])
-        await until(lambda: p.stats.conditions_set == 1 and p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.conditions_set == 1 and p.stats.posted == 1)
         cond = kube.node_condition(NODE, CONDITION)
         assert cond is not None
         assert (cond["status"], cond["reason"]) == ("True", "Xid79")
@@ -232,12 +254,12 @@ async def test_node_condition_is_set_by_strategic_merge_and_cleared_when_quiet(
 
         clock.t += 30
         p.submit([xid(code=48, action="RESET_GPU")])  # resets the quiet period
-        await until(lambda: p.stats.posted == 2)
+        await wait_until_async(lambda: p.stats.posted == 2)
         clock.t += 59
-        await asyncio.sleep(0.05)  # a few ticks: still within the quiet period
+        await passes(p)  # still within the quiet period
         assert p.stats.conditions_cleared == 0
         clock.t += 1
-        await until(lambda: p.stats.conditions_cleared == 1)
+        await wait_until_async(lambda: p.stats.conditions_cleared == 1)
     cond = kube.node_condition(NODE, CONDITION)
     assert cond is not None
     assert (cond["status"], cond["reason"]) == ("False", "NoRecentFatalXid")
@@ -256,11 +278,14 @@ async def test_a_condition_left_true_clears_after_the_quiet_period_from_start(
         conditions=[{"type": CONDITION, "status": "True", "reason": "Xid79"}],
     )
     async with Running(poster(api, clock, node_condition=CONDITION, quiet_s=60)) as p:
-        await until(lambda: any(r.path == f"/api/v1/nodes/{NODE}" for r in kube.requests))
-        await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: any(r.path == f"/api/v1/nodes/{NODE}" for r in kube.requests)
+        )
+        clock.t += 59
+        await passes(p)
         assert p.stats.conditions_cleared == 0
-        clock.t += 60
-        await until(lambda: p.stats.conditions_cleared == 1)
+        clock.t += 1
+        await wait_until_async(lambda: p.stats.conditions_cleared == 1)
     cond = kube.node_condition(NODE, CONDITION)
     assert cond is not None
     assert cond["status"] == "False"
@@ -271,9 +296,9 @@ async def test_no_condition_patches_without_a_condition_type(
 ) -> None:
     async with Running(poster(api, clock, quiet_s=0)) as p:
         p.submit([xid()])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
         clock.t += 10
-        await asyncio.sleep(0.03)
+        await passes(p)
     assert not [r for r in kube.requests if r.method == "PATCH"]
 
 
@@ -282,12 +307,12 @@ async def test_api_down_is_retried_logged_once_and_recovers(
 ) -> None:
     with capture_logs() as logs:
         async with Running(poster(api, clock, max_attempts=1000)) as p:
-            await until(lambda: len(kube.requests) == 1)  # the node read
+            await wait_until_async(lambda: len(kube.requests) == 1)  # the node read
             kube.down = True
             p.submit([xid()])
-            await until(lambda: p.stats.retries >= 5)
+            await wait_until_async(lambda: p.stats.retries >= 5)
             kube.down = False
-            await until(lambda: p.stats.posted == 1)
+            await wait_until_async(lambda: p.stats.posted == 1)
     assert p.stats.post_failures == 0
     assert len(kube.events) == 1
     assert kube.events[0]["involvedObject"]["uid"] == "node-uid-1"
@@ -303,7 +328,7 @@ async def test_an_unreadable_node_still_gets_events_named_as_the_kubelet_names_t
     kube.fail_next(2, status=503)
     async with Running(poster(api, clock, max_attempts=2)) as p:
         p.submit([xid()])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert kube.events[0]["involvedObject"]["uid"] == NODE
 
 
@@ -311,21 +336,21 @@ async def test_permanent_errors_are_not_retried_and_never_raise(
     kube: KubeApiServer, api: Any, clock: FakeClock
 ) -> None:
     async with Running(poster(api, clock)) as p:
-        await until(lambda: len(kube.requests) == 1)  # the node read
+        await wait_until_async(lambda: len(kube.requests) == 1)  # the node read
         kube.fail_next(1, status=403)
         p.submit([xid()])
-        await until(lambda: p.stats.post_failures == 1)
+        await wait_until_async(lambda: p.stats.post_failures == 1)
         p.submit([xid(code=48, action="RESET_GPU")])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert p.stats.retries == 0
 
 
 async def test_attempts_are_bounded(kube: KubeApiServer, api: Any, clock: FakeClock) -> None:
     async with Running(poster(api, clock, max_attempts=3)) as p:
-        await until(lambda: len(kube.requests) == 1)
+        await wait_until_async(lambda: len(kube.requests) == 1)
         kube.fail_next(3, status=500)
         p.submit([xid()])
-        await until(lambda: p.stats.post_failures == 1)
+        await wait_until_async(lambda: p.stats.post_failures == 1)
     assert p.stats.retries == 2
     assert kube.events == []
 
@@ -336,7 +361,7 @@ async def test_a_long_message_is_cut_to_the_api_limit(
     long_name = "x" * 2000
     async with Running(poster(api, clock)) as p:
         p.submit([replace(xid(pid=1), process=long_name)])
-        await until(lambda: p.stats.posted == 1)
+        await wait_until_async(lambda: p.stats.posted == 1)
     assert len(kube.events[0]["message"]) == 1024
 
 
@@ -344,9 +369,9 @@ async def test_stop_ends_run_during_a_retry_backoff(
     kube: KubeApiServer, api: Any, clock: FakeClock
 ) -> None:
     kube.down = True
-    p = poster(api, clock, retry_initial_s=3600, retry_max_s=3600)
+    p = poster(api, clock, retry_s=3600)
     task = asyncio.create_task(p.run())
-    await until(lambda: len(kube.requests) == 1)
+    await wait_until_async(lambda: len(kube.requests) == 1)
     p.stop()
     await asyncio.wait_for(task, 5)
 
@@ -356,7 +381,7 @@ async def test_xids_submitted_as_it_stops_are_still_posted(
 ) -> None:
     p = poster(api, clock, tick_s=3600)
     task = asyncio.create_task(p.run())
-    await until(lambda: len(kube.requests) == 1)  # read the node, now waiting a tick
+    await wait_until_async(lambda: len(kube.requests) == 1)  # read the node, now waiting a tick
     p.stop()  # the daemon stops the poster after the writer's last commit ...
     p.submit([xid(79), xid(48, action="RESET_GPU")])  # ... whose XIDs arrive just then
     await asyncio.wait_for(task, 5)

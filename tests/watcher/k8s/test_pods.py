@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from store.records import GpuInfo, GpuPod, PodRef
 from tests.kube_api import KubeApiServer, container_hex_id
+from tests.waiting import wait_until_async
 from watcher.k8s.client import close_kubernetes
 from watcher.k8s.pods import PodDirectory, annotated_gpus, strip_container_id
 
@@ -183,26 +184,18 @@ async def test_resolve_pid_refreshes_once_for_a_new_pod(
     assert len(kube.requests) == 2
 
 
-async def _until(check: Any, timeout_s: float = 5.0) -> None:
-    async def poll() -> None:
-        while not check():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout_s)
-
-
 async def test_a_lookup_miss_wakes_the_service_for_an_early_refresh(
     kube: KubeApiServer, api: Any, tmp_path: Path
 ) -> None:
     pods = _directory(api, tmp_path, refresh_s=3600.0, miss_refresh_s=0.0)
     task = asyncio.create_task(pods.run())
     try:
-        await _until(lambda: pods.stats.refreshes == 1)
+        await wait_until_async(lambda: pods.stats.refreshes == 1)
         pod = kube.add_pod("late", "ml", node=NODE)
         uid = pod["metadata"]["uid"]
         _cgroup(tmp_path, 70, _containerd(uid, container_hex_id(uid, "main")))
         assert await asyncio.to_thread(pods.pod_for_pid, 70) is None  # from a worker thread
-        await _until(lambda: pods.stats.refreshes == 2)
+        await wait_until_async(lambda: pods.stats.refreshes == 2)
         assert pods.pod_for_pid(70) == PodRef("ml", "late", "main", uid)
     finally:
         pods.stop()

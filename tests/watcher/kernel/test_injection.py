@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from store.flood import FloodPolicy
 from store.queries import XidFilter, list_xids
 from store.records import Checkpoint, SourceCursor, XidEvent
 from tests.store.helpers import event, write_all
+from tests.waiting import wait_until_async
 from watcher.config import DaemonConfig
 from watcher.daemon import Daemon, HostFacts
 from watcher.kernel.catalog import default_catalog
@@ -79,12 +79,6 @@ def test_an_injected_line_in_a_tailed_file_also_needs_accept_injected() -> None:
     assert _handle({}, _record(INJECTED, 1, facility=0)) == [Checkpoint(SourceCursor("kmsg:b", 1))]
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 async def _daemon_run(db_path: Path, **config: bool) -> Daemon:
     """Run a daemon over a ring holding a forged and an injected user record, then stop it."""
     device = MemoryKmsgDevice()
@@ -99,7 +93,7 @@ async def _daemon_run(db_path: Path, **config: bool) -> Daemon:
     task = asyncio.create_task(daemon.run(stop))
     try:
         await daemon.ready.wait()
-        await _until(lambda: (daemon.writer.watermark("kmsg:b") or -1) >= 2)
+        await wait_until_async(lambda: (daemon.writer.watermark("kmsg:b") or -1) >= 2)
     finally:
         stop.set()
         await task
@@ -141,7 +135,7 @@ async def test_injected_rows_read_back_marked_in_json_and_the_table(db_path: Pat
 async def test_an_injected_xid_keeps_its_own_row_during_a_flood(db_path: Path) -> None:
     flood = FloodPolicy(burst=2, per_minute=1)
     events = [event(n, ts_ms=1_700_000_000_000 + n) for n in range(10)]
-    injected = event(100, ts_ms=1_700_000_000_005, key=None, boot_id=None)
+    injected = event(100, ts_ms=1_700_000_000_005, key=None)
     events.insert(5, replace(injected, injected=True))
     await write_all(db_path, events, flood=flood)
     with sqlite3.connect(db_path) as conn:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RealKmsgWriter
+from tests.waiting import wait_until_async
 from watcher.errors import KmsgError, KmsgPermissionError
 from watcher.kernel.kmsg import KmsgSource, OsKmsgDevice, format_kmsg_record, parse_kmsg_record
 from watcher.records import LogRecord
@@ -115,13 +116,25 @@ def test_overrun_counts_lost_records_from_the_sequence_gap_and_continues() -> No
     device.dispose()
 
 
-def test_user_space_records_are_checkpoints_unless_any_facility_is_set() -> None:
+def test_user_space_records_are_handed_on_with_their_facility_for_the_pipeline_to_judge() -> None:
     device = MemoryKmsgDevice()
     device.write(XID, facility=1)
-    strict = _drain(_source(device), device)
-    assert strict[0].text == "" and strict[0].cursor is not None
-    lenient = _drain(_source(device, any_facility=True), device)
-    assert lenient[0].text == XID
+    records = _drain(_source(device), device)
+    assert (records[0].text, records[0].facility) == (XID, 1)
+    assert records[0].cursor is not None
+    device.dispose()
+
+
+async def test_without_a_poll_interval_a_kernel_record_wakes_the_source() -> None:
+    device = MemoryKmsgDevice()
+    source = _source(device)  # no drain timer: readability alone
+    got = asyncio.Event()
+    task = asyncio.create_task(source.run(lambda record: got.set()))
+    await asyncio.sleep(0)
+    device.write(XID)
+    await asyncio.wait_for(got.wait(), 5)
+    source.stop()
+    await asyncio.wait_for(task, 5)
     device.dispose()
 
 
@@ -224,7 +237,6 @@ async def test_real_kmsg_record_written_by_root_arrives(real_kmsg: RealKmsgWrite
         boot_id="real",
         boot_wall_ms=lambda: 0,
         now_ms=lambda: 0,
-        any_facility=True,
         poll_interval_s=0.02,
     )
     seen = asyncio.Event()
@@ -261,9 +273,7 @@ async def test_a_backlog_larger_than_one_drain_is_delivered_without_starving_the
 
     tick_task = asyncio.create_task(ticker())
     task = asyncio.create_task(source.run(seen.append))
-    async with asyncio.timeout(10):
-        while len(seen) < 3500:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: len(seen) >= 3500, 10)
     source.stop()
     await asyncio.wait_for(task, 5)
     tick_task.cancel()

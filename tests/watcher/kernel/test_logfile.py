@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until_async
 from watcher.errors import SourceError
 from watcher.kernel.logfile import FileSource, file_source_key
 from watcher.records import LogRecord
 
 LINE = "Nov 24 02:14:07 node kernel: NVRM: Xid (PCI:0000:3b:00): 13, pid={n}, name=a, m\n"
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def _source(path: Path, marks: dict[str, int] | None = None, **kw: bool) -> FileSource:
@@ -33,21 +28,27 @@ def _source(path: Path, marks: dict[str, int] | None = None, **kw: bool) -> File
     )
 
 
+async def _started(source: FileSource) -> None:
+    """Until the lines already there are handled and the watch is in place."""
+    async with asyncio.timeout(10):
+        await source.started.wait()
+
+
 async def test_new_lines_are_read_and_rotation_is_survived(tmp_path: Path) -> None:
     log = tmp_path / "kern.log"
     log.write_text(LINE.format(n=0))  # before start: skipped, like tail -F
     source = _source(log)
     seen: list[LogRecord] = []
     task = asyncio.create_task(source.run(seen.append))
-    await asyncio.sleep(0.2)
+    await _started(source)
     with log.open("a") as f:
         f.write(LINE.format(n=1))
-    await _until(lambda: len(seen) == 1)
+    await wait_until_async(lambda: len(seen) == 1, 10)
     log.rename(tmp_path / "kern.log.1")  # logrotate: move away, then create anew
     with (tmp_path / "kern.log.1").open("a") as f:
         f.write(LINE.format(n=2))  # written to the old file just before the switch
     log.write_text(LINE.format(n=3))
-    await _until(lambda: len(seen) == 3)
+    await wait_until_async(lambda: len(seen) == 3, 10)
     source.stop()
     await asyncio.wait_for(task, 5)
     assert sorted(int(r.text.split("pid=")[1].split(",")[0]) for r in seen) == [1, 2, 3]
@@ -62,7 +63,7 @@ async def test_a_restart_resumes_at_the_watermark(tmp_path: Path) -> None:
     source = _source(log, {file_source_key(log, inode): first_line_end})
     seen: list[LogRecord] = []
     task = asyncio.create_task(source.run(seen.append))
-    await _until(lambda: len(seen) == 1)
+    await wait_until_async(lambda: len(seen) == 1, 10)
     source.stop()
     await asyncio.wait_for(task, 5)
     assert "pid=1," in seen[0].text
@@ -76,7 +77,7 @@ async def test_from_start_reads_existing_lines_the_first_time(tmp_path: Path) ->
     source = _source(log, from_start=True)
     seen: list[LogRecord] = []
     task = asyncio.create_task(source.run(seen.append))
-    await _until(lambda: len(seen) == 1)
+    await wait_until_async(lambda: len(seen) == 1, 10)
     source.stop()
     await asyncio.wait_for(task, 5)
 
@@ -104,10 +105,10 @@ async def test_the_parent_directory_is_watched_alone_not_its_subdirectories(
     source = _source(log)
     seen: list[LogRecord] = []
     task = asyncio.create_task(source.run(seen.append))
-    await asyncio.sleep(0.2)
+    await _started(source)
     with log.open("a") as f:
         f.write(LINE.format(n=1))
-    await _until(lambda: len(seen) == 1)
+    await wait_until_async(lambda: len(seen) == 1, 10)
     watches = _inotify_watches() - before
     source.stop()
     await asyncio.wait_for(task, 5)

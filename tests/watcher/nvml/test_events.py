@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from store.records import Checkpoint, SourceCursor, XidEvent
+from tests.waiting import wait_until_async
 from watcher.kernel.catalog import UNKNOWN_ACTION, default_catalog
 from watcher.nvml.device import NvmlDevice, init_nvml
 from watcher.nvml.events import NvmlXid, NvmlXidSource
@@ -42,12 +43,11 @@ async def receive(
     got: list[NvmlXid] = []
     source = NvmlXidSource(devices(fleet), got.append, wait_ms=20)
     task = asyncio.create_task(source.run())
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await source.started.wait()  # registered: an XID from now on is delivered
     for gpu, code, nvml_code in inject:
         fleet.gpus[gpu].inject_xid(code, nvml_code=nvml_code)
-    async with asyncio.timeout(5):
-        while len(got) < len(inject):
-            await asyncio.sleep(0.01)
+    await wait_until_async(lambda: len(got) >= len(inject), 5)
     source.stop()
     await task
     return got
@@ -71,10 +71,24 @@ async def test_an_unknown_code_from_the_driver_is_kept_as_unknown(fleet: Simulat
 async def test_stopping_the_source_ends_its_thread_promptly(fleet: SimulatedFleet) -> None:
     source = NvmlXidSource(devices(fleet), lambda e: None, wait_ms=20)
     task = asyncio.create_task(source.run())
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await source.started.wait()  # its thread is waiting in NVML
     source.stop()
     async with asyncio.timeout(2):
         await task
+
+
+async def test_an_xid_raised_just_before_stop_is_still_delivered(fleet: SimulatedFleet) -> None:
+    got: list[NvmlXid] = []
+    source = NvmlXidSource(devices(fleet), got.append, wait_ms=20)
+    task = asyncio.create_task(source.run())
+    async with asyncio.timeout(5):
+        await source.started.wait()
+    fleet.gpus[0].inject_xid(31)
+    source.stop()  # at once: the XID is queued in NVML, maybe not yet taken by the thread
+    async with asyncio.timeout(5):
+        await task
+    assert [e.code for e in got] == [31]
 
 
 class Clock:

@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from store.records import GpuSample, GpuStateEvent, SampleBatch
+from tests.waiting import wait_until_async
 from watcher.nvml.device import NvmlDevice, NvmlUnavailableError
 from watcher.nvml.sampler import NvmlSampler
 from watcher.sim import SimulatedFleet, SimulatedNvml
@@ -168,8 +169,7 @@ async def test_nvml_calls_run_off_the_event_loop_thread(
     sampler = NvmlSampler(out.append, interval_s=0.05)
     await sampler.start()
     task = asyncio.create_task(sampler.run())
-    while sampler.stats.ticks < 2:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: sampler.stats.ticks >= 2)
     sampler.stop()
     await task
     assert threads and threading.get_ident() not in threads
@@ -181,8 +181,7 @@ async def test_a_tick_that_overruns_skips_the_ticks_it_overlapped(h100: Simulate
     await sampler.start()
     h100.call_delay_s = 0.002  # dozens of calls per GPU: a tick takes several intervals
     task = asyncio.create_task(sampler.run())
-    while sampler.stats.ticks < 3:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: sampler.stats.ticks >= 3)
     sampler.stop()
     await task
     stats = sampler.stats

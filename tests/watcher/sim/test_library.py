@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pynvml
 import pytest
 
+from tests.waiting import wait_until
 from watcher.sim import PROFILES, SimulatedFleet, SimulatedNvml
 
 GIB = 1024**3
@@ -349,7 +350,7 @@ def test_a_waiting_thread_wakes_as_soon_as_an_xid_is_injected(nvml: SimulatedFle
     started = time.monotonic()
     waiter.start()
 
-    time.sleep(0.02)
+    wait_until(lambda: nvml.lock._waiters, 5)  # the thread is inside the wait now
     nvml.gpus[3].inject_xid(79)
     waiter.join(timeout=5)
 
