@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import get_args, get_type_hints
 
 import aiosqlite
@@ -19,7 +19,7 @@ import aiosqlite
 from store.errors import InvalidQueryError
 from store.pci import normalize_pci
 from store.records import GpuInfo, GpuSample, InventoryGpu
-from store.samples import sample_from_row
+from store.samples import GPU_INFO_COLUMNS, sample_from_row
 from store.telemetry import RAW_COLUMNS
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 # The gpus table has a column per GpuInfo field, named alike but for ``index`` (an SQL word).
-_COLUMN = {f.name: "idx" if f.name == "index" else f.name for f in fields(GpuInfo)}
+_COLUMN = GPU_INFO_COLUMNS
 _INFO_COLUMNS = ", ".join(_COLUMN.values())
 # SQLite keeps booleans as 0/1.
 _BOOLEANS = frozenset(n for n, t in get_type_hints(GpuInfo).items() if bool in get_args(t))

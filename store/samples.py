@@ -8,7 +8,7 @@ together; a restart never double-counts a rollup.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Generic, TypeVar
 
 import aiosqlite
@@ -45,23 +45,9 @@ _INSERT_SAMPLE = (
     f"INSERT OR IGNORE INTO samples (gpu, ts, {', '.join(_RAW_NAMES)}) "
     f"VALUES ({', '.join('?' * (len(_RAW_NAMES) + 2))})"
 )
-_GPU_FIELDS = [
-    "uuid",
-    "idx",
-    "name",
-    "pci_bus_id",
-    "serial",
-    "driver_version",
-    "cuda_version",
-    "slowdown_temp_c",
-    "shutdown_temp_c",
-    "power_limit_default_w",
-    "power_limit_min_w",
-    "power_limit_max_w",
-    "memory_total_bytes",
-    "ecc_enabled",
-    "mig_enabled",
-]
+GPU_INFO_COLUMNS = {f.name: "idx" if f.name == "index" else f.name for f in fields(GpuInfo)}
+"""Each ``GpuInfo`` field's column in ``gpus`` (``index`` is a keyword in SQL)."""
+_GPU_FIELDS = list(GPU_INFO_COLUMNS.values())
 _UPSERT_GPU = (
     f"INSERT INTO gpus ({', '.join(_GPU_FIELDS)}, first_seen_ms, last_seen_ms) "
     f"VALUES ({', '.join('?' * (len(_GPU_FIELDS) + 2))}) "
@@ -255,25 +241,7 @@ class TelemetryWriter:
         return rows, rollups, seen
 
     async def _upsert_gpu(self, conn: aiosqlite.Connection, info: GpuInfo, ts_ms: int) -> None:
-        values = [
-            info.uuid,
-            info.index,
-            info.name,
-            info.pci_bus_id,
-            info.serial,
-            info.driver_version,
-            info.cuda_version,
-            info.slowdown_temp_c,
-            info.shutdown_temp_c,
-            info.power_limit_default_w,
-            info.power_limit_min_w,
-            info.power_limit_max_w,
-            info.memory_total_bytes,
-            info.ecc_enabled,
-            info.mig_enabled,
-            ts_ms,
-            ts_ms,
-        ]
+        values = [*(getattr(info, f) for f in GPU_INFO_COLUMNS), ts_ms, ts_ms]
         async with conn.execute(_UPSERT_GPU, values) as cur:
             row = await cur.fetchone()
         assert row is not None

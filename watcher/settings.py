@@ -80,6 +80,12 @@ def _duration_text(ms: int) -> str:
     return f"{ms // size}{unit}"
 
 
+DEFAULT_PORT = 9607
+"""The HTTP port: free on GPU nodes (dcgm-exporter has 9400, node-exporter 9100).
+
+The gateway dials it on pods whose port has no name."""
+
+
 class RunSettings(BaseModel):
     """Settings of ``xidwatch run`` by key, each with its default and its help."""
 
@@ -136,7 +142,7 @@ class RunSettings(BaseModel):
         default=_duration_text(_RETENTION.hour_ms), description="Keep 1-hour rollups this long."
     )
     listen: str = Field(
-        default="127.0.0.1:9607",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
         description="HOST:PORT for /mcp, /metrics, /healthz and /readyz (port 0: any free port).",
     )
     http: bool = Field(default=True, description="Serve the HTTP port.")

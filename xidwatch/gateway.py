@@ -22,6 +22,7 @@ from mcp_server.gateway import (
     parse_node_spec,
 )
 from mcp_server.gateway.connect import KubeTarget, kube_fleet
+from mcp_server.gateway.discovery import DEFAULT_REFRESH_S
 from mcp_server.gateway.history import PrometheusHistory, PrometheusSource
 from mcp_server.http import HttpService, allowed_hosts, build_http_app, read_token
 from store.errors import XidwatchError
@@ -99,7 +100,7 @@ def gateway(
         typer.Option(
             envvar=env_name("gateway_refresh"), min=1.0, help="Seconds between pod listings."
         ),
-    ] = 30.0,
+    ] = DEFAULT_REFRESH_S,
     concurrency: Annotated[
         int,
         typer.Option(

@@ -18,6 +18,7 @@ from mcp_server.gateway.clusters import ClusterNodes, UnloadedCluster
 from mcp_server.gateway.discovery import (
     DEFAULT_NAMESPACE,
     DEFAULT_NODE_PORT,
+    DEFAULT_REFRESH_S,
     DEFAULT_SELECTOR,
     KubeNodes,
     NodeLister,
@@ -73,7 +74,7 @@ async def kube_fleet(
     *,
     policy: CallPolicy | None = None,
     token: str | None = None,
-    refresh_s: float = 30.0,
+    refresh_s: float = DEFAULT_REFRESH_S,
     environ: Mapping[str, str] | None = None,
     history: PrometheusHistory | None = None,
 ) -> Fleet:

@@ -23,6 +23,7 @@ from mcp_server.gateway.transport import DirectTransport, PodEndpoint, Transport
 from watcher.clock import now_ms as wall_now_ms
 from watcher.k8s.api import KubeCore
 from watcher.k8s.client import close_kubernetes
+from watcher.settings import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient, ApiException
@@ -45,7 +46,8 @@ log = structlog.get_logger("mcp_server.gateway.discovery")
 
 DEFAULT_NAMESPACE = "gpu-monitoring"
 DEFAULT_SELECTOR = "app.kubernetes.io/name=xidwatch,app.kubernetes.io/component=node-daemon"
-DEFAULT_NODE_PORT = 9607
+DEFAULT_NODE_PORT = DEFAULT_PORT  # the daemon's own default
+DEFAULT_REFRESH_S = 30.0
 PORT_NAME = "http"
 LIST_TIMEOUT_S = 10.0
 
@@ -193,7 +195,7 @@ class Discovery:
         self,
         lister: NodeLister,
         *,
-        refresh_s: float = 30.0,
+        refresh_s: float = DEFAULT_REFRESH_S,
         on_change: Callable[[Sequence[NodeRef]], None] = lambda nodes: None,
         now_ms: Callable[[], int] = wall_now_ms,
     ) -> None:

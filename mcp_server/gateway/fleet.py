@@ -26,6 +26,7 @@ from mcp_server.gateway.breaker import BreakerState
 from mcp_server.gateway.client import NodeClient
 from mcp_server.gateway.clusters import ClusterClient, ClusterNodes
 from mcp_server.gateway.discovery import (
+    DEFAULT_REFRESH_S,
     Discovery,
     NodeLister,
     NodeRef,
@@ -83,7 +84,7 @@ class Fleet:
         transport: Transport | None = None,
         transports: Mapping[str, Transport] | None = None,
         history: PrometheusHistory | None = None,
-        refresh_s: float = 30.0,
+        refresh_s: float = DEFAULT_REFRESH_S,
         source: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

@@ -8,7 +8,7 @@ Kubernetes events and the node condition are off and the daemon carries on.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +25,30 @@ NODE_FEATURES_OFF = "pod attribution, Kubernetes events and node conditions are 
 log = structlog.get_logger("watcher.k8s.client")
 
 
-def _kubeconfig_path(explicit: Path | None, environ: Mapping[str, str], home: Path) -> Path | None:
+def _kubeconfig_path(
+    explicit: Path | None, environ: Mapping[str, str], home: Path | None
+) -> Path | None:
     """The kubeconfig to load: explicit, then the first file in $KUBECONFIG, then ~/.kube."""
     if explicit is not None:
         return explicit
     for entry in environ.get("KUBECONFIG", "").split(os.pathsep):
         if entry and Path(entry).expanduser().is_file():
             return Path(entry).expanduser()
-    default = home / ".kube" / "config"
+    default = (home or Path.home()) / ".kube" / "config"
     return default if default.is_file() else None
+
+
+def _ensure_home(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give a user without a home the one Docker and Kubernetes give it: ``/``.
+
+    A container user with no passwd entry and no ``$HOME`` (``env -i``, a bare chroot) has
+    none, and the Kubernetes library resolves ``~`` when imported: without this the import
+    raises instead of the daemon carrying on without a cluster.
+    """
+    try:
+        Path.home()
+    except (RuntimeError, KeyError):
+        environ["HOME"] = "/"
 
 
 def kubeconfig_contexts(
@@ -41,10 +56,11 @@ def kubeconfig_contexts(
 ) -> list[str] | None:
     """The context names of the kubeconfig :func:`connect_kubernetes` would load, in its
     order; None when there is no kubeconfig, ``ValueError`` when it cannot be read."""
+    _ensure_home()
     from kubernetes.aio.config.kube_config import list_kube_config_contexts
 
     env = os.environ if environ is None else environ
-    path = _kubeconfig_path(kubeconfig, env, home or Path.home())
+    path = _kubeconfig_path(kubeconfig, env, home)
     if path is None:
         return None
     try:
@@ -71,6 +87,7 @@ async def connect_kubernetes(
     a cluster) and answered with None, never raised.
     """
     # Imported here: the library costs ~0.2 s to load, and most commands never connect.
+    _ensure_home()
     from kubernetes.aio import client, config
     from kubernetes.aio.config.incluster_config import InClusterConfigLoader
 
@@ -90,7 +107,7 @@ async def connect_kubernetes(
             return None
         log.info("k8s_connected", via="in-cluster", host=cfg.host)
         return api
-    path = _kubeconfig_path(kubeconfig, env, home or Path.home())
+    path = _kubeconfig_path(kubeconfig, env, home)
     if path is None:
         log.warning(
             "k8s_unavailable", reason=f"no in-cluster service account and no kubeconfig: {off}"

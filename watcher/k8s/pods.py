@@ -25,7 +25,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client import ApiClient
 
 from store.records import GpuInfo, GpuPod, PodRef
-from watcher.config import DEFAULT_GPU_ANNOTATIONS
+from watcher.config import DEFAULT_GPU_ANNOTATIONS, KubernetesConfig
 from watcher.k8s.api import KubeCore
 from watcher.k8s.cgroups import parse_cgroup, read_cgroup_file
 
@@ -170,7 +170,7 @@ class PodDirectory:
         miss_refresh_s: float = 5.0,
         proc_root: Path = Path("/proc"),
         gpu_annotations: Sequence[str] = DEFAULT_GPU_ANNOTATIONS,
-        gpu_resources: Sequence[str] = ("nvidia.com/gpu",),
+        gpu_resources: Sequence[str] = KubernetesConfig().gpu_resources,
         pid_cache_size: int = 4096,
         request_timeout_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,

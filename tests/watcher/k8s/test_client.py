@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -122,3 +125,23 @@ async def test_in_cluster_with_a_bad_ca_is_unavailable(tmp_path: Path) -> None:
         api = await connect_kubernetes(None, environ=env, service_account_dir=tmp_path)
     assert api is None
     assert len(_unavailable(logs)) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_no_home_directory_means_no_kubeconfig_not_a_crash(tmp_path: Path) -> None:
+    """A container user with no passwd entry and no $HOME (``env -i``) has no home at all."""
+    code = (
+        "import asyncio, os, sys\n"
+        "from watcher.k8s.client import connect_kubernetes\n"
+        "sys.exit(0 if asyncio.run(connect_kubernetes(None, environ={})) is None else 1)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid=65532", "--regid=65532", "--clear-groups", sys.executable, "-c", code],
+        env={"PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no kubeconfig" in done.stderr + done.stdout
