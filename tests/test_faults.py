@@ -263,8 +263,10 @@ class DaemonProcess:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=logs)
 
     def logs(self) -> list[dict[str, Any]]:
-        self._logs.seek(0)
-        lines = self._logs.read().splitlines()
+        # pread, not seek + read: the daemon writes through the same open file, so moving
+        # its offset would put the daemon's next bytes over the start of the log.
+        fd = self._logs.fileno()
+        lines = os.pread(fd, os.fstat(fd).st_size, 0).splitlines()
         return [json.loads(line) for line in lines if line.startswith(b"{")]
 
     def wait_for_log(self, event: str, timeout_s: float = 30) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -67,10 +68,11 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *_: _LineWriter(out),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
+    handler.lock = _WRITE_LOCK  # one lock for both writers: lines never interleave
     handler.addFilter(_RateLimit(per_minute, clock))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -84,6 +86,28 @@ def configure_logging(
     root.addHandler(handler)
     # Libraries' own info lines (uvicorn's start-up banner) repeat ours: warnings and up.
     root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+
+
+_WRITE_LOCK = threading.RLock()
+
+
+class _LineWriter:
+    """structlog's output: each line in one write, under the lock the stdlib handler holds.
+
+    ``print`` writes the text and its newline apart, so a library's line written from
+    another thread (aiosqlite's, the NVML event thread's) could land between them and join
+    two JSON objects on one line.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def msg(self, message: str) -> None:
+        with _WRITE_LOCK:
+            self._out.write(message + "\n")
+            self._out.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 class _RateLimit(logging.Filter):
