@@ -146,11 +146,15 @@ def xid_rows(until_ms: int, n: int, seed: int = 7) -> list[tuple[object, ...]]:
         for _ in range(min(events, FOLD_AFTER, n - len(rows))):
             seq += 1
             received = ts + rng.randrange(1, 50)
-            rows.append((ts, ts, received, 1, 0, *base[5:18], f"boot-{ts // BOOT_MS}", seq))
+            rows.append(
+                (ts, ts, received, 1, 0, *base[5:18], f"boot-{ts // BOOT_MS}", seq, *base[20:])
+            )
             ts += int(rng.expovariate(1 / 2_000)) + 1
         if events > FOLD_AFTER and len(rows) < n:
             last = min(ts + (events - FOLD_AFTER) * 1_000, ts + MAX_BURST_SPAN_MS - 1)
-            rows.append((ts, last, ts + 10, events - FOLD_AFTER, 1, *base[5:18], None, None))
+            rows.append(
+                (ts, last, ts + 10, events - FOLD_AFTER, 1, *base[5:18], None, None, *base[20:])
+            )
     rows.sort(key=itemgetter(0))
     return rows
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,16 +145,23 @@ def kube_listing(nodes: Nodes, *, proxied: bool = False) -> Iterator[KubeApiServ
     pod IP that only its pod proxy reaches (the pod network as only the API server sees it).
     """
     with KubeApiServer(host=API_HOST if proxied else "127.0.0.1") as kube:
-        for spec in SPECS:
-            pod_ip = UNROUTABLE[spec.name] if proxied else spec.ip
-            kube.add_pod(
-                f"xidwatch-{spec.name}",
-                DEFAULT_NAMESPACE,
-                node=spec.name,
-                labels=LABELS,
-                pod_ip=pod_ip,
-                ports={"http": nodes.port},
-            )
-            kube.route(pod_ip, spec.ip)
+        add_daemon_pods(kube, nodes, SPECS, proxied=proxied)
         kube.add_pod("dcgm-exporter", DEFAULT_NAMESPACE, node="node-a", labels={"app": "dcgm"})
         yield kube
+
+
+def add_daemon_pods(
+    kube: KubeApiServer, nodes: Nodes, specs: Iterable[NodeSpec], *, proxied: bool
+) -> None:
+    """One ready daemon pod per node; ``proxied``: at an unroutable IP only its proxy reaches."""
+    for spec in specs:
+        pod_ip = UNROUTABLE[spec.name] if proxied else spec.ip
+        kube.add_pod(
+            f"xidwatch-{spec.name}",
+            DEFAULT_NAMESPACE,
+            node=spec.name,
+            labels=LABELS,
+            pod_ip=pod_ip,
+            ports={"http": nodes.port},
+        )
+        kube.route(pod_ip, spec.ip)

@@ -17,8 +17,7 @@ from mcp import Client
 
 from mcp_server.gateway import CallPolicy, Fleet, GatewayError, RetryPolicy, build_gateway_server
 from mcp_server.gateway.connect import KubeTarget, kube_fleet
-from mcp_server.gateway.discovery import DEFAULT_NAMESPACE
-from tests.gateway.nodes import API_HOST, LABELS, SPECS, UNROUTABLE, Nodes
+from tests.gateway.nodes import API_HOST, SPECS, Nodes, add_daemon_pods
 from tests.gateway.test_fleet_e2e import call
 from tests.kube_api import KubeApiServer
 
@@ -42,17 +41,7 @@ def clusters(nodes: Nodes) -> Iterator[dict[str, KubeApiServer]]:
         servers = {}
         for cluster, names in CLUSTERS.items():
             kube = stack.enter_context(KubeApiServer(f"{cluster}-token", host=API_HOST))
-            for spec in (s for s in SPECS if s.name in names):
-                pod_ip = UNROUTABLE[spec.name]
-                kube.add_pod(
-                    f"xidwatch-{spec.name}",
-                    DEFAULT_NAMESPACE,
-                    node=spec.name,
-                    labels=LABELS,
-                    pod_ip=pod_ip,
-                    ports={"http": nodes.port},
-                )
-                kube.route(pod_ip, spec.ip)
+            add_daemon_pods(kube, nodes, (s for s in SPECS if s.name in names), proxied=True)
             servers[cluster] = kube
         yield servers
 

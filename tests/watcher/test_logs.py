@@ -129,25 +129,24 @@ def test_on_a_terminal_tracebacks_are_plain_text_not_rich(out: io.StringIO) -> N
     assert not set(text) & set("╭╰│❱")
 
 
-def test_lines_from_structlog_and_library_threads_never_share_a_line(tmp_path: Any) -> None:
+def test_lines_from_structlog_and_library_threads_never_share_a_line(out: io.StringIO) -> None:
     """Our lines and a library's, written from two threads at once, stay one JSON per line."""
-    path = tmp_path / "log.jsonl"
+    configure_logging("info", json=True, stream=out, per_minute=10_000)
+
+    def library() -> None:
+        for i in range(400):  # distinct messages: each its own kind for the rate limit
+            logging.getLogger("somelib").warning("library line %d", i)
+
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads take turns as often as they can: a race shows
-    with path.open("w") as sink:
-        configure_logging("info", json=True, stream=sink, per_minute=10_000)
-
-        def library() -> None:
-            for i in range(400):  # distinct messages: each its own kind for the rate limit
-                logging.getLogger("somelib").warning("library line %d", i)
-
+    try:
         thread = threading.Thread(target=library)
         thread.start()
         for i in range(2000):
             structlog.get_logger("ours").info("our_line", i=i)
         thread.join()
-    sys.setswitchinterval(switch)
-    lines = path.read_text().splitlines()
-    records = [json.loads(line) for line in lines]  # a joined line would not parse
+    finally:
+        sys.setswitchinterval(switch)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]  # joined: no parse
     assert sum(r["event"] == "our_line" for r in records) == 2000
     assert sum(str(r["event"]).startswith("library line") for r in records) == 400
