@@ -24,6 +24,12 @@ and its peak RSS (``VmHWM``, read from the gateway process's own ``/proc`` entry
 
 The gateway process's CPU time per round comes from its ``/proc/PID/stat``.
 
+Then the fleet grows: for each ``--nodes`` count (default 200, 1,000 and 5,000) a fresh fake
+fleet where every node answers and a fresh gateway over MCP asked the XID summary each
+round: p50/p95 s per question and the gateway's CPU per node answer, the figure that says
+how large a fleet one gateway core can serve. The configurations above run at the first
+count only.
+
 Rounds are split by what happened to the silent nodes: they *time out* (each holds a
 concurrency slot for the whole per-node timeout) until their breakers open after
 ``breaker_threshold`` failures; then they are *refused* at once. The per-node timeout is
@@ -62,8 +68,8 @@ __all__ = ["main"]
 
 Namespace = argparse.Namespace
 
-NODES, SILENT, ROUNDS, NODE_TIMEOUT_S = 200, 0.1, 10, 2.0
-QUICK_NODES, QUICK_ROUNDS, QUICK_TIMEOUT_S = 20, 5, 0.5
+NODES, SILENT, ROUNDS, NODE_TIMEOUT_S = (200, 1_000, 5_000), 0.1, 10, 2.0
+QUICK_NODES, QUICK_ROUNDS, QUICK_TIMEOUT_S = (20,), 5, 0.5
 CONCURRENCY = 32
 SINCE = "24h"
 START_TIMEOUT_S = 60.0
@@ -266,11 +272,12 @@ def _run(label: str, all_nodes: Sequence[FakeNodeRef], asked: dict[str, str], br
 def gateway_command(
     nodes: dict[str, str], node_timeout_s: float, breaker: int, kubeconfig: Path | None = None
 ) -> list[str]:
-    """``xidwatch gateway`` naming ``nodes`` with ``--node``, or finding them via ``kubeconfig``."""
+    """``xidwatch gateway`` naming ``nodes`` with ``--node``, or finding them via ``kubeconfig``
+    and dialling the pod IPs (``--via direct``, the default inside a cluster)."""
     if kubeconfig is None:
         specs = [arg for name, url in nodes.items() for arg in ("--node", f"{name}={url}")]
     else:
-        specs = ["--kubeconfig", str(kubeconfig)]
+        specs = ["--kubeconfig", str(kubeconfig), "--via", "direct"]  # as in a cluster
     return [
         *(sys.executable, "-m", "xidwatch", "--log-json", "--log-level", "info", "gateway"),
         *("--listen", "127.0.0.1:0", "--node-timeout", f"{node_timeout_s:g}"),
@@ -345,6 +352,14 @@ def run_gateway(
     return run
 
 
+def run_scale(count: int, args: Namespace, tmp: Path) -> Run:
+    """``count`` fake nodes, all answering, behind a fresh gateway asked ``args.rounds`` times."""
+    with fake_nodes(count, 0.0) as nodes:
+        asked = {n.name: n.url for n in nodes}
+        breaker = CallPolicy().breaker_threshold
+        return run_gateway(f"{count:,} nodes", nodes, asked, breaker, args, tmp)
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -368,6 +383,7 @@ def report(runs: Sequence[Run], args: Namespace, wall_s: float) -> None:
                     f"{percentile(seconds, 50):.3f}",
                     f"{percentile(seconds, 95):.3f}",
                     _cpu(rounds),
+                    _cpu_per_answer(rounds),
                     _answered(rounds),
                     _mib(run.start_rss_kib) if first else "",
                     _mib(run.peak_rss_kib) if first else "",
@@ -383,6 +399,7 @@ def report(runs: Sequence[Run], args: Namespace, wall_s: float) -> None:
         "p50 s",
         "p95 s",
         "CPU s",
+        "CPU ms / answer",
         "answered / failed",
         "RSS MiB",
         "peak RSS MiB",
@@ -417,6 +434,37 @@ def report_every_tool(run: Run) -> None:
     )
 
 
+def report_scale(runs: Sequence[Run]) -> None:
+    """The XID summary as the fleet grows: wall time and the gateway's CPU per node answer."""
+    body = []
+    for run in runs:
+        seconds = [r.seconds for r in run.rounds]
+        body.append(
+            [
+                run.label,
+                f"{len(run.rounds)}",
+                f"{percentile(seconds, 50):.3f}",
+                f"{percentile(seconds, 95):.3f}",
+                _cpu(run.rounds),
+                _cpu_per_answer(run.rounds),
+                _answered(run.rounds),
+                _mib(run.peak_rss_kib),
+            ]
+        )
+    headers = ["fleet size", "rounds", "p50 s", "p95 s", "CPU s", "CPU ms / answer"]
+    print("\nfleet XID summary as the fleet grows, every node answering, gateway over MCP")
+    print(table([*headers, "answered / failed", "peak RSS MiB"], body))
+    print(
+        "CPU ms / answer = the gateway process's CPU time in a round over the nodes that "
+        "answered it, p50 (HTTP, JSON, validation and aggregation together)"
+    )
+
+
+def _cpu_per_answer(rounds: Sequence[Round]) -> str:
+    values = [r.cpu_s / r.answered for r in rounds if r.cpu_s is not None and r.answered]
+    return f"{percentile(values, 50) * 1000:.2f}" if values else "n/a"
+
+
 def _answered(rounds: Sequence[Round]) -> str:
     pairs = sorted({(r.answered, r.failed) for r in rounds})
     return ", ".join(f"{a} / {f}" for a, f in pairs)
@@ -434,13 +482,17 @@ def _mib(kib: int | None) -> str:
 def parse_args(argv: Sequence[str] | None) -> Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_fanout")
     parser.add_argument("--quick", action="store_true", help="20 nodes, 5 rounds, 0.5 s timeout")
-    parser.add_argument("--nodes", type=int, default=None)
+    parser.add_argument(
+        "--nodes", type=int, nargs="+", default=None, help="fleet sizes; the first gets every run"
+    )
     parser.add_argument("--silent", type=float, default=SILENT, help="share that never answers")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--node-timeout", type=float, default=None, help="seconds per node")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.nodes = args.nodes or (QUICK_NODES if args.quick else NODES)
+    args.nodes = args.nodes or list(QUICK_NODES if args.quick else NODES)
+    if min(args.nodes) < 1:
+        parser.error(f"--nodes: fleet sizes must be at least 1, got {args.nodes}")
     args.rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
     args.node_timeout = args.node_timeout or (QUICK_TIMEOUT_S if args.quick else NODE_TIMEOUT_S)
     return args
@@ -452,13 +504,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker_main(args.worker)
         return
     print(
-        f"gateway fan-out: fleet XID summary over {args.nodes} fake nodes, "
+        f"gateway fan-out: fleet XID summary over {args.nodes[0]} fake nodes, "
         f"{args.silent:.0%} silent, {args.rounds} rounds per gateway process"
     )
     started = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="xidwatch-bench-") as tmp,
-        fake_nodes(args.nodes, args.silent) as nodes,
+        fake_nodes(args.nodes[0], args.silent) as nodes,
     ):
         asyncio.run(check_fake_answers(next(n for n in nodes if not n.silent)))
         every = {n.name: n.url for n in nodes}
@@ -478,8 +530,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             every_tool = run_gateway(
                 label, nodes, answering, breaker, args, Path(tmp), tools, kubeconfig
             )
+        scale = [run_scale(count, args, Path(tmp)) for count in args.nodes]
     report(runs, args, time.perf_counter() - started)
     report_every_tool(every_tool)
+    report_scale(scale)
 
 
 if __name__ == "__main__":

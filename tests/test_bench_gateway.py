@@ -1,7 +1,8 @@
 """The gateway fan-out benchmark still runs end to end: a benchmark that rots prints no figure.
 
-Small and quick (10 fake nodes, one silent, a 0.3 s node timeout); what it checks is the
-shape of the answers (who answered, who was named), never how long anything took.
+Small and quick (10 fake nodes, one silent, a 0.3 s node timeout; then fleets of 10 and 12
+nodes, every one answering); what it checks is the shape of the answers (who answered, who
+was named), never how long anything took.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_fanout_benchmark_runs_and_names_the_silent_node() -> None:
-    command = [sys.executable, "-m", "bench.gateway_fanout", "--quick", "--nodes", "10"]
+    command = [sys.executable, "-m", "bench.gateway_fanout", "--quick", "--nodes", "10", "12"]
     command += ["--rounds", "4", "--node-timeout", "0.3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -26,3 +27,6 @@ def test_the_fanout_benchmark_runs_and_names_the_silent_node() -> None:
     for tool in ("fleet_xid_summary", "fleet_health", "nodes_needing_attention", "fleet_inventory"):
         assert tool in every_tool
     assert "peak" in every_tool
+    growing = every_tool.split("fleet XID summary as the fleet grows")[1]
+    assert "10 nodes" in growing and "12 nodes" in growing and "12 / 0" in growing
+    assert "CPU ms / answer" in growing

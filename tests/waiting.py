@@ -20,8 +20,8 @@ _INTERVAL_S = 0.02
 
 
 def _attempts(
-    predicate: Callable[[], T], timeout_s: float, message: str | Callable[[], str] | None
-) -> Iterator[T]:
+    predicate: Callable[[], T | None], timeout_s: float, message: str | Callable[[], str] | None
+) -> Iterator[T | None]:
     """``predicate()`` again at each step, until the step after ``timeout_s`` fails."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -32,7 +32,7 @@ def _attempts(
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout_s: float = 30.0,
     *,
     message: str | Callable[[], str] | None = None,
@@ -42,11 +42,11 @@ def wait_until(
     attempts = _attempts(predicate, timeout_s, message)
     while not (value := next(attempts)):
         time.sleep(interval_s)
-    return value
+    return value  # true, so not None
 
 
 async def wait_until_async(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout_s: float = 30.0,
     *,
     message: str | Callable[[], str] | None = None,
