@@ -11,6 +11,7 @@ side of the network it runs on. The trend chart is drawn from the answers on bot
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any, get_args
 
 from mcp_server.models import GpuModel, HealthResult, SampleModel, XidEventModel
@@ -139,23 +140,7 @@ def _report(t: TrendModel, fit: TrendFit) -> TrendReport:
 
 
 def _inventory(g: GpuModel) -> InventoryGpu:
-    info = GpuInfo(
-        uuid=g.uuid,
-        index=g.index,
-        name=g.name,
-        pci_bus_id=g.pci_bus_id,
-        serial=g.serial,
-        driver_version=g.driver_version,
-        cuda_version=g.cuda_version,
-        slowdown_temp_c=g.slowdown_temp_c,
-        shutdown_temp_c=g.shutdown_temp_c,
-        power_limit_default_w=g.power_limit_default_w,
-        power_limit_min_w=g.power_limit_min_w,
-        power_limit_max_w=g.power_limit_max_w,
-        memory_total_bytes=g.memory_total_bytes,
-        ecc_enabled=g.ecc_enabled,
-        mig_enabled=g.mig_enabled,
-    )
+    info = GpuInfo(**{f.name: getattr(g, f.name) for f in fields(GpuInfo)})
     return InventoryGpu(
         info=info,
         first_seen_ms=_ms_or_none(g.first_seen) or 0,
