@@ -8,7 +8,7 @@ Kubernetes events and the node condition are off and the daemon carries on.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,25 +38,11 @@ def _kubeconfig_path(
     return default if default.is_file() else None
 
 
-def _ensure_home(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Give a user without a home the one Docker and Kubernetes give it: ``/``.
-
-    A container user with no passwd entry and no ``$HOME`` (``env -i``, a bare chroot) has
-    none, and the Kubernetes library resolves ``~`` when imported: without this the import
-    raises instead of the daemon carrying on without a cluster.
-    """
-    try:
-        Path.home()
-    except (RuntimeError, KeyError):
-        environ["HOME"] = "/"
-
-
 def kubeconfig_contexts(
     kubeconfig: Path | None, *, environ: Mapping[str, str] | None = None, home: Path | None = None
 ) -> list[str] | None:
     """The context names of the kubeconfig :func:`connect_kubernetes` would load, in its
     order; None when there is no kubeconfig, ``ValueError`` when it cannot be read."""
-    _ensure_home()
     from kubernetes.aio.config.kube_config import list_kube_config_contexts
 
     env = os.environ if environ is None else environ
@@ -87,7 +73,6 @@ async def connect_kubernetes(
     a cluster) and answered with None, never raised.
     """
     # Imported here: the library costs ~0.2 s to load, and most commands never connect.
-    _ensure_home()
     from kubernetes.aio import client, config
     from kubernetes.aio.config.incluster_config import InClusterConfigLoader
 

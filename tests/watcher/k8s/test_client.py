@@ -132,6 +132,7 @@ def test_no_home_directory_means_no_kubeconfig_not_a_crash(tmp_path: Path) -> No
     """A container user with no passwd entry and no $HOME (``env -i``) has no home at all."""
     code = (
         "import asyncio, os, sys\n"
+        "import watcher.k8s.pods, watcher.k8s.event_writer  # load the library at import\n"
         "from watcher.k8s.client import connect_kubernetes\n"
         "sys.exit(0 if asyncio.run(connect_kubernetes(None, environ={})) is None else 1)\n"
     )
