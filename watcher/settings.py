@@ -24,11 +24,11 @@ from pydantic_core import ErrorDetails
 from store.actions import FATAL_LABELS
 from store.errors import XidwatchError
 from store.flood import FloodPolicy
-from store.paths import DEFAULT_DB
+from store.paths import DB_HELP, DEFAULT_DB
 from store.retention import RetentionPolicy
 from store.windows import parse_duration_ms
 from watcher.kernel.kmsg import KMSG_PATH
-from watcher.log_levels import DEFAULT_LOG_LEVEL, LOG_LEVELS
+from watcher.log_levels import DEFAULT_LOG_LEVEL, LOG_LEVELS, LOG_LEVELS_TEXT
 
 __all__ = [
     "DEFAULT_GPU_ANNOTATIONS",
@@ -91,7 +91,7 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db: Path = Field(default=DEFAULT_DB, description="SQLite store file.")
+    db: Path = Field(default=DEFAULT_DB, description=DB_HELP)
     node: str | None = Field(default=None, description="Node name; default hostname.")
     kmsg: bool = Field(default=True, description="Read /dev/kmsg.")
     kmsg_path: Path = Field(default=KMSG_PATH, description="The kernel log device.")
@@ -223,7 +223,7 @@ class RunSettings(BaseModel):
     def _level(cls, value: object) -> object:
         if isinstance(value, str) and value.lower() in LOG_LEVELS:
             return value.lower()
-        raise ValueError(f"{value!r}: use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
+        raise ValueError(f"{value!r}: use {LOG_LEVELS_TEXT}")
 
     @field_validator(
         "log_files", "allowed_hosts", "gpu_resources", "gpu_annotations", mode="before"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from watcher.log_levels import LOG_LEVELS_TEXT
 from xidwatch.conventions import (
     XidwatchCommand,
     XidwatchGroup,
@@ -89,7 +90,7 @@ def _cluster(
     timeout: Annotated[
         float, typer.Option(min=0.1, max=120.0, help="Seconds one node may take.")
     ] = 10.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    log_level: Annotated[str, typer.Option(help=f"{LOG_LEVELS_TEXT}.")] = "warning",
 ) -> None:
     from mcp_server.gateway.connect import KubeTarget
     from watcher.logs import configure_logging

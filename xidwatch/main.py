@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar
 import typer
 
 from store.errors import XidwatchError
-from watcher.log_levels import DEFAULT_LOG_LEVEL, LOG_LEVELS
+from watcher.log_levels import DEFAULT_LOG_LEVEL, LOG_LEVELS, LOG_LEVELS_TEXT
 from xidwatch.conventions import LazyCommand, XidwatchGroup, error_line
 from xidwatch.options import env_name
 
@@ -106,8 +106,8 @@ def _setup(
         str | None,
         typer.Option(
             envvar=env_name("log_level"),
-            help=f"{', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}.",
-            show_default=DEFAULT_LOG_LEVEL,
+            help=f"{LOG_LEVELS_TEXT}; default {DEFAULT_LOG_LEVEL}.",
+            show_default=False,
         ),
     ] = None,
     log_json: Annotated[
@@ -124,7 +124,7 @@ def _setup(
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise typer.BadParameter(
-            f"{log_level!r}: use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}",
+            f"{log_level!r}: use {LOG_LEVELS_TEXT}",
             param_hint="--log-level",
         )
     command = _Xidwatch.lazy_commands.get(ctx.invoked_subcommand or "")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from store.paths import DEFAULT_DB
+from store.paths import DB_HELP, DEFAULT_DB
 
 __all__ = ["DEFAULT_DB", "ENV_PREFIX", "MAX_CODE", "DbOption", "env_name"]
 
@@ -21,5 +21,5 @@ def env_name(key: str) -> str:
 
 
 DbOption = Annotated[
-    Path, typer.Option("--db", envvar=env_name("db"), help="SQLite store file.", show_default=True)
+    Path, typer.Option("--db", envvar=env_name("db"), help=DB_HELP, show_default=True)
 ]
