@@ -3,22 +3,23 @@
 Node daemons serve MCP statelessly with JSON responses, so a ``tools/call`` POSTed on its
 own (no ``initialize``, no session id) is a complete exchange. The SDK client would open a
 session, list the tools and compile their output schemas to validate every answer: about
-40 ms of the gateway's CPU per node per question, against under 1 ms for this POST (see
-docs/gateway.md). The answer returned is the node's ``structuredContent``, untouched; a
-node's tool error (``isError``) becomes a ``tool_error`` carrying the node's own message.
+40 ms of the gateway's CPU per node per question, against a fraction of a millisecond for
+this POST over :mod:`~mcp_server.gateway.connections` (docs/performance.md). The answer
+returned is the node's ``structuredContent``, untouched; a node's tool error (``isError``)
+becomes a ``tool_error`` carrying the node's own message.
 The :class:`~mcp_server.gateway.transport.Transport` adds its credentials and says what a
 refusal means (the node's own, or the API server's when the call goes through its proxy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2
-
+from mcp_server.gateway.connections import ConnectionPool
 from mcp_server.gateway.errors import NodeCallError
 from mcp_server.gateway.transport import ERROR_BODY_BYTES, DirectTransport, Transport
 
@@ -30,13 +31,12 @@ _ACCEPT = "application/json, text/event-stream"
 
 
 class NodeClient:
-    """Calls node tools over one shared HTTP connection pool."""
+    """Calls node tools over kept HTTP/1.1 connections."""
 
-    def __init__(self, http: httpx2.AsyncClient, transport: Transport | None = None) -> None:
-        self._http = http
+    def __init__(self, pool: ConnectionPool, transport: Transport | None = None) -> None:
+        self._pool = pool
         self._transport = transport or DirectTransport()
         self._headers = {"Accept": _ACCEPT, "Content-Type": "application/json"}
-        self._extensions = self._transport.request_extensions()
         self._ids = itertools.count(1)
 
     async def call_tool(
@@ -50,47 +50,19 @@ class NodeClient:
             "method": "tools/call",
             "params": {"name": tool, "arguments": dict(arguments)},
         }
-        raw, content_type = await self._post(url, json.dumps(body).encode(), timeout_s)
-        message = _message(raw, content_type, request_id)
-        return _structured(message, tool)
-
-    async def _post(self, url: str, body: bytes, timeout_s: float) -> tuple[bytes, str]:
         headers = self._headers | await self._transport.headers()
         try:
-            async with self._http.stream(
-                "POST",
-                url,
-                content=body,
-                headers=headers,
-                timeout=timeout_s,
-                extensions=self._extensions,
-            ) as response:
-                if response.status_code != 200:
-                    raise self._transport.refusal(response.status_code, await _head(response), url)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_ANSWER_BYTES:
-                        raise NodeCallError("protocol", f"answer larger than {MAX_ANSWER_BYTES} B")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("content-type", "")
-        except httpx2.TimeoutException as e:
+            async with asyncio.timeout(timeout_s):
+                response = await self._pool.post(
+                    url, json.dumps(body).encode(), headers, max_bytes=MAX_ANSWER_BYTES
+                )
+        except TimeoutError as e:
             raise NodeCallError("timeout", f"no answer within {timeout_s:g} s") from e
-        except httpx2.ConnectError as e:
-            raise NodeCallError("refused", f"cannot connect to {url}: {e}") from e
-        except httpx2.TransportError as e:
-            raise NodeCallError("transport", f"{type(e).__name__}: {e}") from e
-
-
-async def _head(response: httpx2.Response) -> bytes:
-    """The start of an error answer: enough to tell who refused, and why."""
-    head = b""
-    async for chunk in response.aiter_bytes():
-        head += chunk
-        if len(head) >= ERROR_BODY_BYTES:
-            break
-    return head[:ERROR_BODY_BYTES]
+        if response.status != 200:
+            head = response.body[:ERROR_BODY_BYTES]
+            raise self._transport.refusal(response.status, head, url)
+        message = _message(response.body, response.headers.get("content-type", ""), request_id)
+        return _structured(message, tool)
 
 
 def _message(raw: bytes, content_type: str, request_id: int) -> dict[str, Any]:

@@ -19,8 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import httpx2
-
 from mcp_server.gateway.client import NodeClient
 from mcp_server.gateway.discovery import NodeLister, NodeRef
 from mcp_server.gateway.errors import GatewayError, NodeCallError
@@ -90,15 +88,10 @@ class ClusterNodes:
 class ClusterClient:
     """Node calls, each sent with its own cluster's transport (credentials, TLS, proxy)."""
 
-    def __init__(self, transports: Mapping[str, Transport], limits: httpx2.Limits) -> None:
-        self._https = {
-            name: httpx2.AsyncClient(
-                limits=limits, follow_redirects=False, **transport.client_options()
-            )
-            for name, transport in transports.items()
-        }
+    def __init__(self, transports: Mapping[str, Transport]) -> None:
+        self._pools = {name: transport.pool() for name, transport in transports.items()}
         self._clients = {
-            name: NodeClient(self._https[name], transport) for name, transport in transports.items()
+            name: NodeClient(self._pools[name], transport) for name, transport in transports.items()
         }
         self._routes: dict[str, NodeClient] = {}
 
@@ -115,5 +108,5 @@ class ClusterClient:
         return await client.call_tool(url, tool, arguments, timeout_s=timeout_s)
 
     async def aclose(self) -> None:
-        for http in self._https.values():
-            await http.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()

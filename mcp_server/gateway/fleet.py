@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import httpx2
 import structlog
 
 from mcp_server.gateway import aggregate
@@ -94,19 +93,13 @@ class Fleet:
         self.source = source or type(lister).__name__
         self.discovery = Discovery(lister, refresh_s=refresh_s, on_change=self._sync)
         self.metrics = GatewayMetrics(self._breaker_states, self._discovery_counts)
-        limits = httpx2.Limits(
-            max_connections=self.policy.concurrency,
-            max_keepalive_connections=self.policy.concurrency,
-        )
         # The lister's URLs and these calls go the same way: give both the same transport.
         self.transport = transport or DirectTransport(token)
-        self._http = httpx2.AsyncClient(
-            limits=limits, follow_redirects=False, **self.transport.client_options()
-        )
+        self._pool = self.transport.pool()
         # Several clusters (``transports`` by name): each node's calls go its cluster's way.
-        self._clusters = ClusterClient(transports, limits) if transports else None
+        self._clusters = ClusterClient(transports) if transports else None
         self._fanout = FanOut(
-            self._clusters or NodeClient(self._http, self.transport),
+            self._clusters or NodeClient(self._pool, self.transport),
             self.metrics,
             self.policy,
             clock=clock,
@@ -150,7 +143,7 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
-        await self._http.aclose()
+        await self._pool.aclose()
         if self._clusters is not None:
             await self._clusters.aclose()
         await self.discovery.lister.aclose()

@@ -22,9 +22,10 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 from urllib.parse import quote, urlsplit
 
+from mcp_server.gateway.connections import ConnectionPool
 from mcp_server.gateway.errors import GatewayError, NodeCallError
 
 if TYPE_CHECKING:
@@ -66,9 +67,9 @@ class Transport(Protocol):
 
     async def headers(self) -> dict[str, str]: ...
 
-    def client_options(self) -> dict[str, Any]: ...
-
-    def request_extensions(self) -> dict[str, Any]: ...
+    def pool(self) -> ConnectionPool:
+        """New connections that go this way (TLS, proxy); the caller closes them."""
+        ...
 
     def refusal(self, status: int, body: bytes, url: str) -> NodeCallError: ...
 
@@ -111,11 +112,8 @@ class DirectTransport:
     async def headers(self) -> dict[str, str]:
         return self._headers
 
-    def client_options(self) -> dict[str, Any]:
-        return {}
-
-    def request_extensions(self) -> dict[str, Any]:
-        return {}
+    def pool(self) -> ConnectionPool:
+        return ConnectionPool()
 
     def refusal(self, status: int, body: bytes, url: str) -> NodeCallError:
         return _daemon_refusal(status, urlsplit(url).netloc, allow="$(POD_IP)", token=True)
@@ -145,15 +143,13 @@ class ApiProxyTransport:
         value = auth.get("BearerToken", {}).get("value")
         return {"Authorization": value} if value else {}
 
-    def client_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"verify": self._ssl}
-        if self._config.proxy:
-            options["proxy"] = self._config.proxy
-        return options
-
-    def request_extensions(self) -> dict[str, Any]:
-        name = self._config.tls_server_name
-        return {"sni_hostname": name} if name else {}
+    def pool(self) -> ConnectionPool:
+        """With the kubeconfig's TLS (CA, client certificate, tls-server-name) and proxy-url."""
+        return ConnectionPool(
+            tls=self._ssl,
+            server_hostname=self._config.tls_server_name or None,
+            proxy=self._config.proxy or None,
+        )
 
     def refusal(self, status: int, body: bytes, url: str) -> NodeCallError:
         status_message = _kube_status_message(body)
