@@ -55,6 +55,7 @@ __all__ = [
     "Severity",
     "Status",
     "Verdict",
+    "action_status",
     "assess_gpu",
     "current_boot_id",
     "events_to_judge",
@@ -206,7 +207,7 @@ def assess_gpu(
     verdict = _verdict(issues, state.cleared, pci_bus_id, facts.node)
     findings = [Finding(i.severity, i.code, i.message, i.xid_ids) for i in issues]
     findings = sorted(findings, key=lambda f: -_SEVERITY_RANK[f.severity]) + notes + cleared
-    status = _status(verdict.action)
+    status = action_status(verdict.action)
     shown = None if lost is not None else sample
     return GpuHealth(
         pci_bus_id, gpu, shown, status, _score(findings, status), verdict, tuple(findings)
@@ -519,7 +520,8 @@ def _severity(action: Action) -> Severity:
     return "warning" if action != "none" else "info"
 
 
-def _status(action: Action) -> Status:
+def action_status(action: Action) -> Status:
+    """A GPU's status by its verdict's action (also for a verdict read back from Prometheus)."""
     severity = _severity(action)
     return "ok" if severity == "info" else severity
 

@@ -8,12 +8,12 @@ answer cannot be read is reported as failed (``protocol``), never dropped silent
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from typing import TypedDict, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from mcp_server.gateway.fanout import FanOutResult, NodeFailure
+from mcp_server.gateway.fanout import FanOutResult, NodeAnswer, NodeFailure
 from mcp_server.gateway.history import GpuTrendPoint
 from mcp_server.gateway.models import (
     FindingBrief,
@@ -33,7 +33,16 @@ from mcp_server.gateway.models import (
     NodesNeedingAttention,
     VerdictBrief,
 )
-from store.actions import action_rank, code_action, is_fatal_label, label_rank, label_tier
+from store.actions import (
+    Action,
+    Cause,
+    action_rank,
+    code_action,
+    is_fatal_label,
+    label_rank,
+    label_tier,
+)
+from store.health import action_status
 from store.windows import format_ts
 
 __all__ = [
@@ -85,6 +94,31 @@ class _Health(BaseModel):
     gpus: list[_HealthGpu]
 
 
+class _RecordedVerdict(BaseModel):
+    action: Action
+    cause: Cause
+
+
+class _RecordedGpu(BaseModel):
+    gpu: str
+    pci_bus_id: str
+    model: str
+    verdict: _RecordedVerdict
+    lost: bool
+
+
+class _LastKnown(NamedTuple):
+    as_of: str
+    gpus: list[FleetGpuHealth]
+
+
+class _Recorded(BaseModel):
+    """A node's get_gpu_health as Prometheus has it (PrometheusHistory.health)."""
+
+    as_of: str
+    gpus: list[_RecordedGpu]
+
+
 def fleet_inventory(fan: FanOutResult) -> FleetInventory:
     parsed, failed = _parse(fan, _GpuList)
     nodes = [NodeGpus(node=node, gpus=answer.gpus) for node, answer in parsed]
@@ -115,9 +149,16 @@ def fleet_xid_summary(
     )
 
 
-def fleet_health(fan: FanOutResult, *, since_ms: int, limit: int = 500) -> FleetHealth:
+def fleet_health(
+    fan: FanOutResult,
+    *,
+    since_ms: int,
+    limit: int = 500,
+    recorded: Sequence[NodeAnswer] = (),
+) -> FleetHealth:
+    """Every GPU worst first; ``recorded``: Prometheus's answers for nodes that gave none."""
     parsed, failed = _parse(fan, _Health)
-    gpus = _ranked_gpus(parsed)
+    gpus = _ranked(_by(parsed, _recorded(recorded)))
     return FleetHealth(
         **_meta(fan, failed),
         since=format_ts(since_ms),
@@ -129,15 +170,26 @@ def fleet_health(fan: FanOutResult, *, since_ms: int, limit: int = 500) -> Fleet
 
 
 def nodes_needing_attention(
-    health: FanOutResult, xids: FanOutResult, *, since_ms: int
+    health: FanOutResult,
+    xids: FanOutResult,
+    *,
+    since_ms: int,
+    recorded: Sequence[NodeAnswer] = (),
 ) -> NodesNeedingAttention:
-    """Nodes with GPUs not ok, fatal XIDs in the window, or no answer, each with why."""
+    """Nodes with GPUs not ok, fatal XIDs in the window, or no answer, each with why.
+
+    ``recorded``: Prometheus's health answers for nodes that gave none (their XIDs, from
+    Prometheus too, are in ``xids``); such a node stays failed, with its last known state.
+    """
     health_parsed, health_unreadable = _parse(health, _Health)
     xid_parsed, xid_unreadable = _parse(xids, _Summary)
     failed: dict[str, NodeFailure] = {}
     for f in (*health.failures, *health_unreadable, *xids.failures, *xid_unreadable):
         failed.setdefault(f.node, f)
-    sick = {node: [g for g in gpus if g.status != "ok"] for node, gpus in _by(health_parsed)}
+    last_known = _recorded(recorded)
+    sick = {
+        node: [g for g in gpus if g.status != "ok"] for node, gpus in _by(health_parsed, last_known)
+    }
     fatal = {
         node: sorted(
             (_xid_row(node, r) for r in answer.rows if is_fatal_label(r.action)), key=_worst
@@ -148,7 +200,11 @@ def nodes_needing_attention(
     entries = [
         entry
         for node in asked
-        if (entry := _attention(node, sick.get(node, []), fatal.get(node, []), failed.get(node)))
+        if (
+            entry := _attention(
+                node, sick.get(node, []), fatal.get(node, []), failed.get(node), last_known
+            )
+        )
     ]
     entries.sort(key=lambda e: (_ATTENTION_RANK[e.status], -len(e.reasons), e.node))
     return NodesNeedingAttention(
@@ -213,6 +269,10 @@ def _gpu_trend(p: GpuTrendPoint, up: set[str]) -> GpuTrend:
 
 
 _ATTENTION_RANK = {"critical": 0, "unreachable": 1, "warning": 2}
+_LAST_KNOWN = (
+    "last known state from Prometheus (its daemon's last scrape, {as_of}): no scores, "
+    "findings, XID times, pids or messages there"
+)
 
 
 def _names(fan: FanOutResult) -> list[str]:
@@ -220,12 +280,19 @@ def _names(fan: FanOutResult) -> list[str]:
 
 
 def _attention(
-    node: str, sick: list[FleetGpuHealth], fatal: list[FleetXidRow], failure: NodeFailure | None
+    node: str,
+    sick: list[FleetGpuHealth],
+    fatal: list[FleetXidRow],
+    failure: NodeFailure | None,
+    last_known: Mapping[str, _LastKnown],
 ) -> NodeAttention | None:
     reasons = [f"not answering: {failure.reason}: {failure.error}"] if failure else []
+    if node in last_known:
+        reasons.append(_LAST_KNOWN.format(as_of=last_known[node].as_of))
     reasons += [f"GPU {_gpu_name(g)} {_why(g)}" for g in sick]
     reasons += [
-        f"XID {x.xid} ({x.needs}) x{x.count} on {x.pci_bus_id or 'unknown GPU'}, last {x.last_ts}"
+        f"XID {x.xid} ({x.needs}) x{x.count} on {x.pci_bus_id or 'unknown GPU'}"
+        + (f", last {x.last_ts}" if x.last_ts else "")
         for x in fatal
     ]
     if not reasons:
@@ -254,22 +321,62 @@ def _action_rank(g: FleetGpuHealth) -> int:
     return -action_rank(g.verdict.action) if g.verdict is not None else 0
 
 
-def _by(parsed: Sequence[tuple[str, _Health]]) -> Iterable[tuple[str, list[FleetGpuHealth]]]:
+def _by(
+    parsed: Sequence[tuple[str, _Health]], last_known: Mapping[str, _LastKnown] | None = None
+) -> Iterable[tuple[str, list[FleetGpuHealth]]]:
+    """Each node's GPUs: from its own answer, or as Prometheus last knew them."""
     for node, answer in parsed:
         yield node, [_gpu_health(node, g) for g in answer.gpus]
+    for node, known in (last_known or {}).items():
+        yield node, known.gpus
 
 
-def _ranked_gpus(parsed: Sequence[tuple[str, _Health]]) -> list[FleetGpuHealth]:
-    gpus = [g for _, gs in _by(parsed) for g in gs]
+def _ranked(by_node: Iterable[tuple[str, list[FleetGpuHealth]]]) -> list[FleetGpuHealth]:
+    """Worst action first, then lowest score (none known, from Prometheus, after)."""
+    gpus = [g for _, gs in by_node for g in gs]
     return sorted(
         gpus,
         key=lambda g: (
             _action_rank(g),
-            g.score,
+            g.score is None,
+            g.score or 0,
             _STATUS_RANK.get(g.status, 0),
             g.node,
             g.pci_bus_id,
         ),
+    )
+
+
+def _recorded(recorded: Sequence[NodeAnswer]) -> dict[str, _LastKnown]:
+    """Per node Prometheus answered for: when it was last scraped, and its GPUs as then.
+
+    An answer that cannot be read adds nothing: the node is already failed, with its error.
+    """
+    parsed, _ = _parse(FanOutResult(tuple(recorded), ()), _Recorded)
+    return {
+        node: _LastKnown(answer.as_of, [_recorded_gpu(node, answer.as_of, g) for g in answer.gpus])
+        for node, answer in parsed
+    }
+
+
+def _recorded_gpu(node: str, as_of: str, g: _RecordedGpu) -> FleetGpuHealth:
+    """A GPU with the verdict its node's daemon exported, its status judged as the node's."""
+    lost = "the GPU was lost (NVML GpuIsLost); " if g.lost else ""
+    v = g.verdict
+    return FleetGpuHealth(
+        node=node,
+        pci_bus_id=g.pci_bus_id,
+        index=int(g.gpu) if g.gpu.isdigit() else None,
+        name=g.model or None,
+        status=action_status(v.action),
+        score=None,
+        verdict=VerdictBrief(
+            cause=v.cause,
+            action=v.action,
+            confidence=None,
+            because=f"{lost}the node's own verdict, as Prometheus last scraped it at {as_of}",
+        ),
+        findings=[],
     )
 
 

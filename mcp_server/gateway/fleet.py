@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
@@ -69,6 +69,25 @@ A = TypeVar("A", bound=FleetAnswer)
 
 class UnknownNodeError(GatewayError):
     """A node name discovery does not know."""
+
+
+class _LastKnown(NamedTuple):
+    """Prometheus's answers for nodes that gave none; ``nodes`` None without Prometheus."""
+
+    health: tuple[NodeAnswer, ...] = ()
+    xids: tuple[NodeAnswer, ...] = ()
+    nodes: list[str] | None = None
+    error: str | None = None
+
+
+def _with(fan: FanOutResult, answers: Sequence[NodeAnswer]) -> FanOutResult:
+    """``fan`` with more answers (from Prometheus), kept in node order."""
+    merged = sorted((*fan.answers, *answers), key=lambda a: a.node)
+    return FanOutResult(tuple(merged), fan.failures)
+
+
+async def _no_rows() -> dict[str, list[dict[str, Any]]]:
+    return {}
 
 
 class Fleet:
@@ -267,27 +286,61 @@ class Fleet:
         rest = [s for s in self.nodes() if s.ref.name not in recorded]
         fan = await self._fanout.gather(rest, "summarize_xid_events", args)
         answers = [NodeAnswer(node, {"rows": rows}, 0.0) for node, rows in recorded.items()]
-        merged = FanOutResult(
-            tuple(sorted((*fan.answers, *answers), key=lambda a: a.node)), fan.failures
-        )
-        return merged, sorted(recorded), None
+        return _with(fan, answers), sorted(recorded), None
 
     async def health(self, since: str = "24h", *, limit: int = 500) -> FleetHealth:
-        """Every GPU's health across the fleet, worst first."""
-        since_ms, _ = self.window(since, None)
+        """Every GPU's health across the fleet, worst first; with Prometheus, the nodes that
+        do not answer as it last had them."""
+        since_ms, until_ms = self.window(since, None)
         fan = await self.fan_out("get_gpu_health", {"since": format_ts(since_ms)})
-        return self._via(aggregate.fleet_health(fan, since_ms=since_ms, limit=limit))
+        known = await self._last_known(fan, since_ms, until_ms)
+        answer = aggregate.fleet_health(fan, since_ms=since_ms, limit=limit, recorded=known.health)
+        answer.from_prometheus, answer.prometheus_error = known.nodes, known.error
+        return self._via(answer)
 
     async def needing_attention(self, since: str = "24h") -> NodesNeedingAttention:
-        """Nodes with unhealthy GPUs, fatal XIDs in the window, or no answer, with why."""
+        """Nodes with unhealthy GPUs, fatal XIDs in the window, or no answer, with why; with
+        Prometheus, a node that does not answer is judged by what it last exported."""
         since_ms, until_ms = self.window(since, None)
         health = await self.fan_out("get_gpu_health", {"since": format_ts(since_ms)})
         # Then only the nodes that answered: one that hangs costs one timeout, not two.
         answered = {a.node for a in health.answers}
         states = [state for state in self.nodes() if state.ref.name in answered]
         args = {"since": format_ts(since_ms), "until": format_ts(until_ms)}
-        xids = await self._fanout.gather(states, "summarize_xid_events", args)
-        return self._via(aggregate.nodes_needing_attention(health, xids, since_ms=since_ms))
+        xids, known = await asyncio.gather(
+            self._fanout.gather(states, "summarize_xid_events", args),
+            self._last_known(health, since_ms, until_ms, xids=True),
+        )
+        answer = aggregate.nodes_needing_attention(
+            health, _with(xids, known.xids), since_ms=since_ms, recorded=known.health
+        )
+        answer.from_prometheus, answer.prometheus_error = known.nodes, known.error
+        return self._via(answer)
+
+    async def _last_known(
+        self, fan: FanOutResult, since_ms: int, until_ms: int, *, xids: bool = False
+    ) -> _LastKnown:
+        """What Prometheus last had of the nodes that failed ``fan``: their health answers
+        and, with ``xids``, their XID rows, in a few queries for all of them. A node it did
+        not scrape in the window stays a plain failure."""
+        failed = [f.node for f in fan.failures]
+        if self.history is None:
+            return _LastKnown()
+        if not failed:
+            return _LastKnown(nodes=[])
+        try:
+            health, rows = await asyncio.gather(
+                self.history.health(since_ms, until_ms, nodes=failed),
+                self.history.xid_rows(since_ms, until_ms, nodes=failed) if xids else _no_rows(),
+            )
+        except PrometheusError as e:
+            log.warning("prometheus_failed", error=str(e))
+            return _LastKnown(nodes=[], error=str(e))
+        return _LastKnown(
+            tuple(NodeAnswer(node, answer, 0.0) for node, answer in health.items()),
+            tuple(NodeAnswer(node, {"rows": r}, 0.0) for node, r in rows.items() if node in health),
+            sorted(health),
+        )
 
     def window(self, since: str, until: str | None) -> tuple[int, int]:
         """(since_ms, until_ms), checked: start before end, at most :data:`MAX_WINDOW`."""

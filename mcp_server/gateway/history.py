@@ -23,6 +23,7 @@ import httpx2
 
 from mcp_server.gateway.errors import GatewayError
 from store.windows import format_ts
+from watcher.prometheus import GPU_LABELS
 
 __all__ = [
     "MISSING_HEALTH",
@@ -149,17 +150,20 @@ class PrometheusHistory:
         return [_sample(item) for item in body["data"]["result"]]
 
     async def xid_rows(
-        self, since_ms: int, until_ms: int, *, node: str | None = None
+        self, since_ms: int, until_ms: int, *, nodes: Sequence[str] | None = None
     ) -> dict[str, list[dict[str, Any]]]:
-        """Per node Prometheus scraped in the window (or only ``node``): its XID counts per
-        (GPU, code), shaped as the node's own ``summarize_xid_events`` rows, without times."""
+        """Per node Prometheus scraped in the window (or per one of ``nodes``): its XID counts
+        per (GPU, code), shaped as the node's own ``summarize_xid_events`` rows, without times.
+        """
         window = _range(since_ms, until_ms)
-        xids = await self._series(XIDS, since_ms, until_ms) + self._only(node)
-        started = STARTED + self._only(node)
+        only = self._select(nodes)
+        xids = await self._series(XIDS, since_ms, until_ms) + only
         counts = xid_counts_query(xids, window, self.node_label)
-        seen = f"count by ({self.node_label}) (max_over_time({started}[{window}]))"
-        rows, nodes = await asyncio.gather(self.query(counts, until_ms), self.query(seen, until_ms))
-        out: dict[str, list[dict[str, Any]]] = {self._node(s): [] for s in nodes}
+        seen = f"count by ({self.node_label}) (max_over_time({STARTED}{only}[{window}]))"
+        rows, scraped = await asyncio.gather(
+            self.query(counts, until_ms), self.query(seen, until_ms)
+        )
+        out: dict[str, list[dict[str, Any]]] = {self._node(s): [] for s in scraped}
         for s in rows:
             out.setdefault(self._node(s), []).append(_xid_row(s))
         out.pop("", None)
@@ -171,8 +175,8 @@ class PrometheusHistory:
         """``tool``'s answer for ``node`` as far as its series tell, with what they cannot
         (``missing``); None when Prometheus has nothing of the node in the window."""
         if tool == "get_gpu_health":
-            return await self._health(node, since_ms, until_ms)
-        rows = (await self.xid_rows(since_ms, until_ms, node=node)).get(node)
+            return (await self.health(since_ms, until_ms, nodes=[node])).get(node)
+        rows = (await self.xid_rows(since_ms, until_ms, nodes=[node])).get(node)
         if rows is None:
             return None
         codes, kind = set(args.get("codes") or ()), args.get("kind")
@@ -186,54 +190,81 @@ class PrometheusHistory:
         ]
         return {"rows": rows, "total": sum(r["count"] for r in rows), "missing": MISSING_XIDS}
 
-    async def _health(self, node: str, since_ms: int, until_ms: int) -> dict[str, Any] | None:
-        """The verdicts the node's daemon exported at its last scrape in the window."""
-        at_ms = await self._last_scrape_ms(node, since_ms, until_ms)
-        if at_ms is None:
-            return None
-        only = self._only(node)
-        gpus, node_verdict, lost, seen = await asyncio.gather(
+    async def health(
+        self, since_ms: int, until_ms: int, *, nodes: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Per one of ``nodes`` scraped in the window: the verdicts its daemon exported at its
+        last scrape there. Six queries however many nodes are asked: when each was last
+        scraped, then each node's series at its own time (PromQL's ``@``), all in one."""
+        scraped = await self._last_scrapes(nodes, since_ms, until_ms)
+        if not scraped:
+            return {}
+        node_verdicts, gpu_verdicts, lost, seen = await asyncio.gather(
             *(
-                self.query(f"{metric}{only}", at_ms)
+                self.query(self._each_at(metric, scraped), until_ms)
                 for metric in (
-                    "xidwatch_gpu_verdict_action",
                     "xidwatch_node_verdict_action",
+                    "xidwatch_gpu_verdict_action",
                     "xidwatch_gpu_lost",
                     "xidwatch_gpu_last_sample_timestamp_seconds",
                 )
             )
         )
-        lost_by, seen_by = self._by_pci(lost), self._by_pci(seen)
+        node_verdict = {self._node(s): _verdict(s) for s in node_verdicts}
+        gpus: dict[str, list[dict[str, Any]]] = {}
+        lost_by, seen_by = self._by_gpu(lost), self._by_gpu(seen)
+        # worst first: the gauge's value is the action's rank
+        for s in sorted(gpu_verdicts, key=lambda s: (-s.value, s.labels.get("pci_bus_id", ""))):
+            key = (self._node(s), _gpu_key(s))
+            gpu: dict[str, Any] = {k: s.labels.get(k, "") for k in GPU_LABELS}
+            gpu |= {"verdict": _verdict(s), "lost": key in lost_by and lost_by[key].value == 1}
+            gpu["last_sample"] = _ts(seen_by[key].value if key in seen_by else None)
+            gpus.setdefault(key[0], []).append(gpu)
         return {
-            "as_of": format_ts(at_ms),
-            "node_verdict": _verdict(node_verdict[0]) if node_verdict else None,
-            "gpus": [
-                {
-                    **{k: s.labels.get(k, "") for k in ("gpu", "uuid", "pci_bus_id", "model")},
-                    "verdict": _verdict(s),
-                    "lost": lost_by.get(s.labels.get("pci_bus_id", "")) == 1,
-                    "last_sample": _ts(seen_by.get(s.labels.get("pci_bus_id", ""))),
-                }
-                for s in sorted(gpus, key=lambda s: (-s.value, s.labels.get("pci_bus_id", "")))
-            ],
-            "missing": MISSING_HEALTH,
+            node: {
+                "as_of": format_ts(at_ms),
+                "node_verdict": node_verdict.get(node),
+                "gpus": gpus.get(node, []),
+                "missing": MISSING_HEALTH,
+            }
+            for node, at_ms in sorted(scraped.items())
         }
 
-    async def _last_scrape_ms(self, node: str, since_ms: int, until_ms: int) -> int | None:
-        """When Prometheus last scraped ``node``'s daemon in the window, about: the newest
-        sample a step of the window saw, or the daemon's own newest NVML read, the later.
-        Series a stopped daemon left are stale after it, so they answer nothing later."""
+    async def _last_scrapes(
+        self, nodes: Sequence[str], since_ms: int, until_ms: int
+    ) -> dict[str, int]:
+        """When Prometheus last scraped each of ``nodes``' daemons in the window, about: the
+        newest sample a step of the window saw, or the daemon's own newest NVML read, the
+        later. Series a stopped daemon left are stale after it, so later steps see none."""
+        only = self._select(nodes)
         window_s = max(1, (until_ms - since_ms) // 1000)
-        step = min(_MAX_STEP_S, max(1, window_s // 10_000))
-        only = self._only(node)
+        step_s = min(_MAX_STEP_S, max(1, window_s // 10_000))
+        by_node = f"max by ({self.node_label})"
         answers = await asyncio.gather(
             self.query(
-                f"max(max_over_time(timestamp({STARTED}{only})[{window_s}s:{step}s]))", until_ms
+                f"{by_node} (max_over_time(timestamp({STARTED}{only})[{window_s}s:{step_s}s]))",
+                until_ms,
             ),
-            self.query(f"max(max_over_time({LAST_READ}{only}[{window_s}s]))", until_ms),
+            self.query(f"{by_node} (max_over_time({LAST_READ}{only}[{window_s}s]))", until_ms),
         )
-        found = [s.value for answer in answers for s in answer if s.value > 0]
-        return round(max(found) * 1000) if found else None
+        out: dict[str, int] = {}
+        for s in (*answers[0], *answers[1]):
+            node = self._node(s)
+            if node and s.value > 0:
+                out[node] = max(out.get(node, 0), round(s.value * 1000))
+        return out
+
+    def _each_at(self, metric: str, at_ms: Mapping[str, int]) -> str:
+        """PromQL: ``metric``'s series of each node at its own instant (``@``), in one query
+        (``or`` nested in halves, so Prometheus joins n nodes in n log n, not n squared)."""
+        terms = [
+            f"{metric}{self._select([node])} @ {ms / 1000:.3f}"
+            for node, ms in sorted(at_ms.items())
+        ]
+        while len(terms) > 1:
+            pairs = zip(terms[::2], terms[1::2], strict=False)
+            terms = [f"({a} or {b})" for a, b in pairs] + terms[len(terms) - len(terms) % 2 :]
+        return terms[0]
 
     async def nodes_up(self, at_ms: int) -> set[str]:
         """The nodes whose daemon Prometheus scraped at ``at_ms`` (a stopped one goes stale)."""
@@ -283,22 +314,19 @@ class PrometheusHistory:
         found = await self.query(f"count(last_over_time({recorded}[{window}]))", until_ms)
         return recorded if found else metric
 
-    def _only(self, node: str | None) -> str:
-        """A selector for ``node``'s series, or none."""
-        return "" if node is None else f'{{{self.node_label}="{_quote(node)}"}}'
-
-    def _by_pci(self, samples: Sequence[Sample]) -> dict[str, float]:
-        return {s.labels.get("pci_bus_id", ""): s.value for s in samples}
+    def _select(self, nodes: Sequence[str] | None) -> str:
+        """A selector for the series of ``nodes`` (one regex for many), or none for all."""
+        if nodes is None:
+            return ""
+        if len(nodes) == 1:
+            return f'{{{self.node_label}="{_quote(nodes[0])}"}}'
+        return f'{{{self.node_label}=~"{_quote("|".join(re.escape(n) for n in nodes))}"}}'
 
     def _node(self, s: Sample) -> str:
         return s.labels.get(self.node_label, "")
 
     def _by_gpu(self, samples: Sequence[Sample]) -> dict[tuple[str, str], Sample]:
-        return {
-            (self._node(s), s.labels.get("uuid") or s.labels.get("pci_bus_id", "")): s
-            for s in samples
-            if math.isfinite(s.value)
-        }
+        return {(self._node(s), _gpu_key(s)): s for s in samples if math.isfinite(s.value)}
 
 
 def xid_counts_query(xids: str, window: str, node_label: str) -> str:
@@ -333,6 +361,10 @@ def _quote(value: str) -> str:
 
 def _ts(seconds: float | None) -> str | None:
     return None if seconds is None or seconds <= 0 else format_ts(round(seconds * 1000))
+
+
+def _gpu_key(s: Sample) -> str:
+    return s.labels.get("uuid") or s.labels.get("pci_bus_id", "")
 
 
 def _verdict(s: Sample) -> dict[str, Any]:

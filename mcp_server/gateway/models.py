@@ -73,10 +73,13 @@ class FleetAnswer(BaseModel):
         default=None,
         description="nodes answered from Prometheus's copy of their series, not by the node "
         "itself (no pids, messages or XID times there); the others answered themselves. "
+        "In fleet_health and nodes_needing_attention these are nodes that did not answer "
+        "(still in nodes_failed), shown as their daemon last exported them. "
         "Null without --prometheus-url",
     )
     prometheus_error: str | None = Field(
-        default=None, description="why Prometheus could not answer; the nodes were asked instead"
+        default=None,
+        description="why Prometheus could not answer; the answer is the nodes' own, as without it",
     )
     clusters: list[FleetCluster] | None = Field(
         default=None,
@@ -211,7 +214,7 @@ class VerdictBrief(BaseModel):
 
     cause: Cause
     action: Action
-    confidence: str
+    confidence: str | None = Field(description="null from Prometheus, which keeps none")
     because: str
 
 
@@ -221,7 +224,7 @@ class FleetGpuHealth(BaseModel):
     index: int | None
     name: str | None
     status: str
-    score: int
+    score: int | None = Field(description="0-100; null from Prometheus, which keeps none")
     verdict: VerdictBrief | None = Field(
         default=None, description="the node's verdict for this GPU (null from older nodes)"
     )

@@ -2,8 +2,9 @@
 
 Debian's ``prometheus`` scrapes the three simulated daemons every second, each target labelled
 with its node as the ServiceMonitor does; one daemon is then killed. ``xidwatch gateway
---prometheus-url`` answers ``fleet_xid_summary`` and ``fleet_metric_trend`` for it from its
-series, and says which nodes came from Prometheus.
+--prometheus-url`` answers ``fleet_xid_summary``, ``fleet_metric_trend``, ``fleet_health``
+and ``nodes_needing_attention`` for it from its series, and says which nodes came from
+Prometheus.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,7 @@ import yaml
 from mcp import Client, StdioServerParameters
 
 from mcp_server.gateway import Fleet, GatewayError, aggregate
+from mcp_server.gateway.fanout import FanOutResult, NodeAnswer, NodeFailure
 from mcp_server.gateway.history import (
     RECORDED,
     XIDS,
@@ -33,8 +36,10 @@ from mcp_server.gateway.history import (
     PrometheusError,
     PrometheusHistory,
     PrometheusSource,
+    Sample,
     xid_counts_query,
 )
+from store.actions import ACTIONS
 from tests.gateway.nodes import SPECS, Nodes
 from tests.prometheus_server import (
     PrometheusServer,
@@ -97,13 +102,22 @@ def _gateway(nodes: Nodes, tmp_path: Path, prometheus: str) -> Client:
     return Client(StdioServerParameters(command=sys.executable, args=args))
 
 
+async def _ask(
+    nodes: Nodes, tmp_path: Path, prometheus: str, tool: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """One fleet tool's structured answer through the gateway, which must not be an error."""
+    async with _gateway(nodes, tmp_path, prometheus) as client:
+        answer = await client.call_tool(tool, args)
+    assert not answer.is_error, answer.content
+    return answer.structured_content or {}
+
+
 @requires_prometheus
 async def test_a_stopped_nodes_xids_are_in_the_fleet_summary_from_prometheus(
     nodes: Nodes, prometheus: str, tmp_path: Path
 ) -> None:
-    async with _gateway(nodes, tmp_path, prometheus) as client:
-        answer = await client.call_tool("fleet_xid_summary", {"since": "1h", "limit": 500})
-    summary: dict[str, Any] = answer.structured_content or {}
+    args = {"since": "1h", "limit": 500}
+    summary = await _ask(nodes, tmp_path, prometheus, "fleet_xid_summary", args)
     totals = {n["node"]: n["total"] for n in summary["by_node"]}
     assert totals == {spec.name: spec.xids for spec in SPECS}
     assert summary["from_prometheus"] == [spec.name for spec in SPECS]
@@ -118,9 +132,7 @@ async def test_a_stopped_nodes_gpus_are_in_the_metric_trend_marked_down(
     nodes: Nodes, prometheus: str, tmp_path: Path
 ) -> None:
     args = {"metric": TEMPERATURE, "since": "1h", "limit": 500}
-    async with _gateway(nodes, tmp_path, prometheus) as client:
-        answer = await client.call_tool("fleet_metric_trend", args)
-    trend: dict[str, Any] = answer.structured_content or {}
+    trend = await _ask(nodes, tmp_path, prometheus, "fleet_metric_trend", args)
     gpus = query(prometheus, f"count(last_over_time({TEMPERATURE}[1h]))")[0]["value"][1]
     assert (trend["gpus_total"], trend["nodes"], trend["series"]) == (int(gpus), 3, TEMPERATURE)
     assert trend["nodes_down_now"] == [STOPPED]
@@ -162,6 +174,109 @@ async def test_per_node_tools_answer_for_a_stopped_node_from_prometheus_saying_s
     ]
     assert any(g["lost"] for g in verdict["result"]["gpus"])
     assert (live.structured_content or {})["source"] == "node"
+
+
+def _exported(prometheus: str, node: str) -> set[tuple[str, str, str]]:
+    """(PCI id, action, cause) of every GPU verdict ``node``'s daemon exported in the hour."""
+    selector = f'xidwatch_gpu_verdict_action{{node="{node}"}}'
+    return {
+        (m["pci_bus_id"], m["action"], m["cause"])
+        for m in (s["metric"] for s in query(prometheus, f"last_over_time({selector}[1h])"))
+    }
+
+
+@requires_prometheus
+async def test_fleet_health_lists_a_stopped_nodes_gpus_as_prometheus_last_had_them(
+    nodes: Nodes, prometheus: str, tmp_path: Path
+) -> None:
+    args = {"since": "1h", "limit": 500}
+    health = await _ask(nodes, tmp_path, prometheus, "fleet_health", args)
+    assert (health["from_prometheus"], health["prometheus_error"]) == ([STOPPED], None)
+    assert [(f["node"], f["reason"]) for f in health["nodes_failed"]] == [(STOPPED, "refused")]
+    stopped = [g for g in health["gpus"] if g["node"] == STOPPED]
+    assert stopped and all(g["score"] is None and g["findings"] == [] for g in stopped)
+    verdicts = {(g["pci_bus_id"], g["verdict"]["action"], g["verdict"]["cause"]) for g in stopped}
+    assert verdicts <= _exported(prometheus, STOPPED)
+    (lost,) = [g for g in stopped if "lost" in g["verdict"]["because"]]
+    assert (lost["status"], lost["verdict"]["action"]) == ("critical", "reboot_node")
+    ranks = [ACTIONS.index(g["verdict"]["action"]) for g in health["gpus"]]
+    assert ranks == sorted(ranks, reverse=True)  # worst first, answered or from Prometheus
+    live = [g for g in health["gpus"] if g["node"] != STOPPED]
+    assert live and all(isinstance(g["score"], int) for g in live)
+
+
+@requires_prometheus
+async def test_a_stopped_node_that_fell_off_the_bus_needs_attention_from_prometheus(
+    nodes: Nodes, prometheus: str, tmp_path: Path
+) -> None:
+    args = {"since": "1h"}
+    attention = await _ask(nodes, tmp_path, prometheus, "nodes_needing_attention", args)
+    assert (attention["from_prometheus"], attention["prometheus_error"]) == ([STOPPED], None)
+    assert [f["node"] for f in attention["nodes_failed"]] == [STOPPED]
+    (entry,) = [n for n in attention["nodes"] if n["node"] == STOPPED]
+    assert entry["status"] == "critical"
+    assert entry["reasons"][0].startswith("not answering: refused: ")
+    assert entry["reasons"][1].startswith("last known state from Prometheus")
+    assert "pids" in entry["reasons"][1]
+    assert {(x["xid"], x["needs"], x["last_ts"]) for x in entry["fatal_xids"]} >= {
+        (79, "reboot_node", None)
+    }
+    assert "reboot_node" in {g["verdict"]["action"] for g in entry["gpus"]}
+    assert any(r.startswith("XID 79 (reboot_node) x1 on ") for r in entry["reasons"])
+
+
+async def test_a_node_prometheus_never_saw_or_a_failing_prometheus_leaves_plain_failures(
+    nodes: Nodes, prometheus: str
+) -> None:
+    token = (nodes.root / "token").read_text().strip()
+    down = {STOPPED: nodes.url(STOPPED), "ghost": "http://127.0.0.1:9"}
+    for url, seen in ((prometheus, [STOPPED]), ("http://127.0.0.1:9", [])):
+        history = PrometheusHistory(PrometheusSource(url, timeout_s=5))
+        async with Fleet.static(down, token=token, history=history) as fleet:
+            health = await fleet.health("1h")
+            attention = await fleet.needing_attention("1h")
+        for answer in (health, attention):
+            assert answer.from_prometheus == seen
+            assert (answer.prometheus_error is None) == bool(seen)
+            assert [f.node for f in answer.nodes_failed] == sorted(down)
+        ghost = next(n for n in attention.nodes if n.node == "ghost")
+        assert ghost.status == "unreachable" and len(ghost.reasons) == 1
+        assert {g.node for g in health.gpus} == set(seen)
+    async with Fleet.static(down, token=token) as fleet:  # without Prometheus: as before
+        attention = await fleet.needing_attention("1h")
+    assert attention.from_prometheus is None and attention.prometheus_error is None
+    assert {n.status for n in attention.nodes} == {"unreachable"}
+
+
+class _CountingHistory(PrometheusHistory):
+    """The real client, counting the queries it sends."""
+
+    sent: list[str]
+
+    async def query(self, promql: str, at_ms: int) -> list[Sample]:
+        self.sent.append(promql)
+        return await super().query(promql, at_ms)
+
+
+@requires_prometheus
+async def test_many_nodes_health_takes_six_queries_each_node_read_at_its_own_last_scrape(
+    prometheus: str,
+) -> None:
+    history = _CountingHistory(PrometheusSource(prometheus))
+    history.sent = []
+    now_ms = round(time.time() * 1000)
+    names = [spec.name for spec in SPECS]
+    try:
+        found = await history.health(now_ms - 3_600_000, now_ms, nodes=[*names, "ghost"])
+    finally:
+        await history.aclose()
+    assert sorted(found) == names and len(history.sent) == 6
+    for node, answer in found.items():
+        verdicts = {
+            (g["pci_bus_id"], g["verdict"]["action"], g["verdict"]["cause"]) for g in answer["gpus"]
+        }
+        assert len(verdicts) == 4 and verdicts <= _exported(prometheus, node), node
+    assert found[STOPPED]["as_of"] < min(found[n]["as_of"] for n in names if n != STOPPED)
 
 
 async def test_without_prometheus_answering_the_nodes_are_asked_and_told_why(
@@ -281,6 +396,46 @@ def test_the_trend_ranks_rise_peak_and_headroom_and_hours_to_the_limit() -> None
     by_node = {g.node: g for g in trend.highest + trend.rising}
     assert by_node["b"].hours_to_threshold == 3.0  # 30 degrees at 10 an hour
     assert by_node["a"].hours_to_threshold is None  # flat: never
+
+
+def test_a_node_known_from_prometheus_is_judged_by_its_last_verdicts_or_stays_a_failure() -> None:
+    def gpu(index: int, action: str, *, lost: bool = False) -> dict[str, Any]:
+        pci = f"00000000:{index}B:00.0"
+        verdict = {"action": action, "cause": "thermal" if lost else "unknown"}
+        return {
+            "gpu": str(index),
+            "pci_bus_id": pci,
+            "model": "H100",
+            "verdict": verdict,
+            "lost": lost,
+        }
+
+    failures = tuple(NodeFailure(n, "refused", "down") for n in ("a", "b", "c"))
+    as_of = "2026-12-07T21:39:51.028Z"
+    recorded = [
+        NodeAnswer("a", {"as_of": as_of, "gpus": [gpu(2, "reboot_node", lost=True)]}, 0.0),
+        NodeAnswer("b", {"as_of": as_of, "gpus": [gpu(0, "watch"), gpu(1, "none")]}, 0.0),
+        NodeAnswer("c", {"as_of": as_of, "gpus": "unreadable"}, 0.0),
+    ]
+    answer = aggregate.nodes_needing_attention(
+        FanOutResult((), failures), FanOutResult((), ()), since_ms=0, recorded=recorded
+    )
+    by_node = {n.node: n for n in answer.nodes}
+    assert [(n.node, n.status) for n in answer.nodes] == [
+        ("a", "critical"),
+        ("b", "unreachable"),
+        ("c", "unreachable"),
+    ]
+    assert [g.status for g in by_node["b"].gpus] == ["warning"]  # as the node judges "watch"
+    assert "GPU was lost" in by_node["a"].reasons[2] and as_of in by_node["a"].reasons[1]
+    assert len(by_node["c"].reasons) == 1  # unreadable: the plain failure, nothing added
+    assert [f.node for f in answer.nodes_failed] == ["a", "b", "c"]
+    health = aggregate.fleet_health(FanOutResult((), failures), since_ms=0, recorded=recorded)
+    assert [(g.node, g.status, g.score) for g in health.gpus] == [
+        ("a", "critical", None),
+        ("b", "warning", None),
+        ("b", "ok", None),
+    ]
 
 
 XID_SERIES = (
