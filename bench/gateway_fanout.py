@@ -20,7 +20,14 @@ and its peak RSS (``VmHWM``, read from the gateway process's own ``/proc`` entry
   one ready daemon pod per node, its port named ``http``), so the Kubernetes client is
   loaded, and asks each fleet tool in turn (``fleet_xid_summary``, ``fleet_health``,
   ``nodes_needing_attention``, ``fleet_inventory``, three times each): what each costs,
-  how large its answer is, and the gateway's peak RSS after all of them.
+  how large its answer is, and the gateway's peak RSS after all of them;
+- how the gateway reaches the answers, three more gateways asked the XID summary each
+  round: the answering nodes found through that API and reached at their pod IPs
+  (``--via direct``) or through its pod proxy (``--via api-proxy``, the answer saying so),
+  and every node (silent ones too) with ``--prometheus-url`` to a real Prometheus whose TSDB
+  holds the fleet's XID counters as scraping it would have left them
+  (:mod:`bench._fleet_history`, loaded by promtool): it answers from PromQL, asking no
+  node; Prometheus's own CPU per question comes from its ``process_cpu_seconds_total``.
 
 The gateway process's CPU time per round comes from its ``/proc/PID/stat``.
 
@@ -60,6 +67,13 @@ import httpx2
 from mcp import Client
 
 from bench._common import listening_port, log_like_production, percentile, stop_process, table
+from bench._fleet_history import SCRAPE_MS, SPAN_MS, fleet_families
+from bench._prometheus_tsdb import (
+    create_blocks,
+    missing_tools,
+    prometheus_serving,
+    write_openmetrics,
+)
 from mcp_server.gateway.discovery import DEFAULT_NAMESPACE
 from mcp_server.gateway.fanout import CallPolicy
 from mcp_server.gateway.fleet import Fleet
@@ -84,6 +98,7 @@ FLEET_TOOLS: dict[str, dict[str, Any]] = {
 EVERY_TOOL_ROUNDS = 3
 FAKE_TOOLS = ("list_gpus", "get_gpu_health", "summarize_xid_events")
 BREAKER_OFF = 100  # the CLI's highest --breaker-failures: never reached in these rounds
+FLEET_BLOCK_HOURS = 18  # the largest block Prometheus compacts to at its default 15 d retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,8 @@ class Round:
     reasons: dict[str, int]
     tool: str = FLEET_TOOL
     answer_kib: float | None = None  # the structured answer as compact JSON (MCP runs only)
+    transport: str | None = None  # how the gateway says it reached the nodes
+    from_prometheus: int | None = None  # nodes answered from Prometheus (--prometheus-url)
 
     @property
     def phase(self) -> str:
@@ -227,12 +244,15 @@ def _round(seconds: float, cpu_s: float | None, answer: dict[str, Any]) -> dict[
     reasons: dict[str, int] = {}
     for failure in answer["nodes_failed"]:
         reasons[failure["reason"]] = reasons.get(failure["reason"], 0) + 1
+    recorded = answer.get("from_prometheus")
     return {
         "seconds": seconds,
         "cpu_s": cpu_s,
         "answered": answer["nodes_answered"],
         "failed": len(answer["nodes_failed"]),
         "reasons": reasons,
+        "transport": answer.get("transport"),
+        "from_prometheus": None if recorded is None else len(recorded),
     }
 
 
@@ -270,18 +290,26 @@ def _run(label: str, all_nodes: Sequence[FakeNodeRef], asked: dict[str, str], br
 
 
 def gateway_command(
-    nodes: dict[str, str], node_timeout_s: float, breaker: int, kubeconfig: Path | None = None
+    nodes: dict[str, str],
+    node_timeout_s: float,
+    breaker: int,
+    kubeconfig: Path | None = None,
+    *,
+    via: str = "direct",
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """``xidwatch gateway`` naming ``nodes`` with ``--node``, or finding them via ``kubeconfig``
-    and dialling the pod IPs (``--via direct``, the default inside a cluster)."""
+    and reaching them ``via`` the pod IPs (``direct``, the default inside a cluster) or the
+    API server's pod proxy (``api-proxy``); ``extra`` options after."""
     if kubeconfig is None:
         specs = [arg for name, url in nodes.items() for arg in ("--node", f"{name}={url}")]
     else:
-        specs = ["--kubeconfig", str(kubeconfig), "--via", "direct"]  # as in a cluster
+        specs = ["--kubeconfig", str(kubeconfig), "--via", via]
     return [
         *(sys.executable, "-m", "xidwatch", "--log-json", "--log-level", "info", "gateway"),
         *("--listen", "127.0.0.1:0", "--node-timeout", f"{node_timeout_s:g}"),
         *("--concurrency", str(CONCURRENCY), "--breaker-failures", str(breaker), *specs),
+        *extra,
     ]
 
 
@@ -330,14 +358,18 @@ def run_gateway(
     tmp: Path,
     tools: Sequence[str] | None = None,
     kubeconfig: Path | None = None,
+    *,
+    via: str = "direct",
+    extra: Sequence[str] = (),
 ) -> Run:
     """A fresh ``xidwatch gateway`` asked ``tools`` in turn (default: the XID summary, each
-    of ``args.rounds``); with ``kubeconfig`` it discovers ``asked`` through that API."""
+    of ``args.rounds``); with ``kubeconfig`` it discovers ``asked`` through that API and
+    reaches them ``via`` the pod IPs or the pod proxy; ``extra``: more gateway options."""
     run = _run(label, nodes, asked, "off" if breaker == BREAKER_OFF else f"after {breaker}")
     log_path = tmp / "gateway.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            gateway_command(asked, args.node_timeout, breaker, kubeconfig),
+            gateway_command(asked, args.node_timeout, breaker, kubeconfig, via=via, extra=extra),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -360,7 +392,72 @@ def run_scale(count: int, args: Namespace, tmp: Path) -> Run:
         return run_gateway(f"{count:,} nodes", nodes, asked, breaker, args, tmp)
 
 
+def run_prometheus(
+    nodes: Sequence[FakeNodeRef], breaker: int, args: Namespace, tmp: Path
+) -> tuple[list[Run], str]:
+    """Every node (silent ones too) behind a gateway with ``--prometheus-url``, over a real
+    Prometheus holding the fleet's XID counters (:mod:`bench._fleet_history`); the run (none
+    where Prometheus is missing) and a line on what was loaded."""
+    if (missing := missing_tools()) is not None:
+        return [], f"Prometheus run skipped: {missing}"
+    started = time.perf_counter()
+    root, text = tmp / "prometheus", tmp / "fleet.om"
+    families = fleet_families([(n.name, n.silent) for n in nodes], round(time.time() * 1000))
+    samples = write_openmetrics(text, families)
+    create_blocks(text, root / "tsdb", block_hours=FLEET_BLOCK_HOURS)
+    text.unlink()
+    loaded = (
+        f"Prometheus: {samples:,} samples ({SPAN_MS / 3_600_000:.2f} h of every daemon's "
+        f"xidwatch_start_time_seconds and XID counters at a {SCRAPE_MS // 1000} s scrape) "
+        f"loaded by promtool in {time.perf_counter() - started:.0f} s"
+    )
+    every = {n.name: n.url for n in nodes}
+    with prometheus_serving(root) as url:
+        label = "Prometheus (--prometheus-url), every node listed"
+        extra = ["--prometheus-url", url]
+        cpu0 = _process_cpu_s(url)
+        run = run_gateway(label, nodes, every, breaker, args, tmp, extra=extra)
+        cpu = (_process_cpu_s(url) - cpu0) / max(1, len(run.rounds))
+    return [run], f"{loaded}; Prometheus's own CPU {cpu:.3f} s per question"
+
+
+def _process_cpu_s(url: str) -> float:
+    """Prometheus's ``process_cpu_seconds_total``, from its own ``/metrics``."""
+    for line in httpx2.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{url}/metrics has no process_cpu_seconds_total")
+
+
 # -- report -------------------------------------------------------------------------------
+
+
+def report_reach(runs: Sequence[Run], loaded: str) -> None:
+    """The XID summary by how the gateway reaches the nodes' answers."""
+    body = []
+    for run in runs:
+        recorded = sorted({r.from_prometheus for r in run.rounds if r.from_prometheus})
+        body.append(
+            [
+                run.label,
+                f"{run.answering} + {run.silent}",
+                *_question_cells(run.rounds),
+                ", ".join(sorted({r.transport or "-" for r in run.rounds})),
+                ", ".join(map(str, recorded)) or "0",
+            ]
+        )
+    headers = ["reached through", "nodes ok + silent", "rounds", "p50 s", "p95 s", "CPU s"]
+    headers += ["CPU ms / answer", "answered / failed", "transport", "from Prometheus"]
+    print(
+        "\nfleet XID summary by how the gateway reaches the nodes: pod IPs or the pod proxy "
+        "(nodes found through the API), or Prometheus"
+    )
+    print(table(headers, body))
+    print(
+        "transport = what the answer says; from Prometheus = nodes answered from its series "
+        "(one PromQL query, no fan-out); CPU = the gateway process only (the loopback API "
+        f"server and Prometheus run beside it); {loaded}"
+    )
 
 
 def report(runs: Sequence[Run], args: Namespace, wall_s: float) -> None:
@@ -438,19 +535,7 @@ def report_scale(runs: Sequence[Run]) -> None:
     """The XID summary as the fleet grows: wall time and the gateway's CPU per node answer."""
     body = []
     for run in runs:
-        seconds = [r.seconds for r in run.rounds]
-        body.append(
-            [
-                run.label,
-                f"{len(run.rounds)}",
-                f"{percentile(seconds, 50):.3f}",
-                f"{percentile(seconds, 95):.3f}",
-                _cpu(run.rounds),
-                _cpu_per_answer(run.rounds),
-                _answered(run.rounds),
-                _mib(run.peak_rss_kib),
-            ]
-        )
+        body.append([run.label, *_question_cells(run.rounds), _mib(run.peak_rss_kib)])
     headers = ["fleet size", "rounds", "p50 s", "p95 s", "CPU s", "CPU ms / answer"]
     print("\nfleet XID summary as the fleet grows, every node answering, gateway over MCP")
     print(table([*headers, "answered / failed", "peak RSS MiB"], body))
@@ -458,6 +543,14 @@ def report_scale(runs: Sequence[Run]) -> None:
         "CPU ms / answer = the gateway process's CPU time in a round over the nodes that "
         "answered it, p50 (HTTP, JSON, validation and aggregation together)"
     )
+
+
+def _question_cells(rounds: Sequence[Round]) -> list[str]:
+    """Rounds, p50 and p95 s, CPU s, CPU ms per node answer, answered / failed."""
+    seconds = [r.seconds for r in rounds]
+    p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
+    cpu = [_cpu(rounds), _cpu_per_answer(rounds), _answered(rounds)]
+    return [f"{len(rounds)}", f"{p50:.3f}", f"{p95:.3f}", *cpu]
 
 
 def _cpu_per_answer(rounds: Sequence[Round]) -> str:
@@ -530,9 +623,24 @@ def main(argv: Sequence[str] | None = None) -> None:
             every_tool = run_gateway(
                 label, nodes, answering, breaker, args, Path(tmp), tools, kubeconfig
             )
+            reach = [
+                run_gateway(
+                    f"{name} (--via {via})",
+                    nodes,
+                    answering,
+                    breaker,
+                    args,
+                    Path(tmp),
+                    kubeconfig=kubeconfig,
+                    via=via,
+                )
+                for name, via in (("pod IPs", "direct"), ("API server's pod proxy", "api-proxy"))
+            ]
+        history, loaded = run_prometheus(nodes, breaker, args, Path(tmp))
         scale = [run_scale(count, args, Path(tmp)) for count in args.nodes]
     report(runs, args, time.perf_counter() - started)
     report_every_tool(every_tool)
+    report_reach([*reach, *history], loaded)
     report_scale(scale)
 
 

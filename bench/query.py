@@ -17,26 +17,51 @@ MCP tools read) calling the store's own query functions, ``REPEATS`` times after
 ``WARMUP`` untimed calls; p50/p95 in ms. Peer for the 30-day history: the same call on a
 second store holding only raw rows, one per GPU per minute for 30 days (6x fewer rows than
 a 10 s sampler would keep), so the answer comes from scanning raw samples with GROUP BY.
+
+Peer for the history and the snapshot: Prometheus (Debian's 2.42), the choice users make
+for GPU series. The same temperature samples (the store's raw 10 s rows for the last 48 h,
+the peer store's 1/min rows before that: 30 days x 8 GPUs) are written as
+``xidwatch_gpu_temperature_celsius`` with the daemon's GPU labels and the ServiceMonitor's
+``node`` label, loaded with ``promtool tsdb create-blocks-from openmetrics`` in 54 h blocks
+(what its own compaction makes at a 31-day retention), and asked through its HTTP API,
+``/api/v1/query_range`` for the windows with ``step`` set to the bucket width the store's
+auto tier answers with and ``avg_over_time(...[step])`` (so each point averages its bucket,
+as a rollup bucket does), ``/api/v1/query`` for the snapshot. Those times include HTTP on
+loopback and decoding the JSON answer (one keep-alive connection, ``httpx2``); the store's
+include only the query functions on an open connection. ``--no-prometheus`` skips the peer.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+import httpx2
 
 from bench._common import log_like_production, percentile, table
+from bench._prometheus_tsdb import (
+    Family,
+    Series,
+    create_blocks,
+    missing_tools,
+    prometheus_serving,
+    target_labels,
+    write_openmetrics,
+)
 from bench.ingest import FleetModel, gpu_infos, ticks, write_batches
 from store.db import open_reader, prepare_store
 from store.inventory import latest_samples
 from store.records import GpuInfo, SampleBatch
+from store.records import Series as StoreSeries
 from store.rollups import ROLLUP_UPSERTS, RollupAccumulator
 from store.samples import _INSERT_SAMPLE
 from store.series import metric_series
@@ -216,20 +241,32 @@ async def time_query(path: Path, name: str, query: Query, repeats: int) -> Resul
     return Result(name, answer, percentile(times, 50), percentile(times, 95))
 
 
+async def window_series(
+    conn: aiosqlite.Connection,
+    since_ms: int,
+    buckets: int,
+    *,
+    gpus: tuple[int, ...] = (),
+    tier: str | None = None,
+) -> list[StoreSeries]:
+    """``METRIC`` from ``since_ms`` to the store's now in ``buckets``, as the tools ask."""
+    return await metric_series(
+        conn,
+        METRIC,
+        since_ms=since_ms,
+        until_ms=NOW_MS,
+        buckets=buckets,
+        now_ms=NOW_MS,
+        gpus=gpus,
+        tier=tier,
+    )
+
+
 def series_query(
     since_ms: int, buckets: int, *, gpus: tuple[int, ...] = (), tier: str | None = None
 ) -> Query:
     async def run(conn: aiosqlite.Connection) -> str:
-        series = await metric_series(
-            conn,
-            METRIC,
-            since_ms=since_ms,
-            until_ms=NOW_MS,
-            buckets=buckets,
-            now_ms=NOW_MS,
-            gpus=gpus,
-            tier=tier,
-        )
+        series = await window_series(conn, since_ms, buckets, gpus=gpus, tier=tier)
         points = sum(b.count for s in series for b in s.buckets)
         return (
             f"tier {series[0].tier}, {len(series)} x {len(series[0].buckets)} buckets, "
@@ -287,7 +324,147 @@ async def measure(filled: Filled) -> list[Result]:
     return [await time_query(path, name, query, n) for path, name, query, n in cases]
 
 
-def report(filled: Filled, results: list[Result]) -> None:
+# -- the Prometheus peer ------------------------------------------------------------------
+
+PROM_METRIC = "xidwatch_gpu_temperature_celsius"  # the store's METRIC, as the daemon exports it
+PROM_NODE = "gpu-node-000"
+PROM_BLOCK_HOURS = 54  # the largest block Prometheus compacts to at PROM_RETENTION
+PROM_RETENTION = "31d"  # longer than the 30 days loaded
+PROM_AFTER_48H = "48 h, 1 GPU, 1000 buckets, auto tier"
+PROM_AFTER_30D = "  peer: raw rows at 1/min, GROUP BY"  # the last row of the 30-day group
+PROM_AFTER_SNAPSHOT = "latest snapshot, 8 GPUs"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the Prometheus peer holds, and how long making its blocks took."""
+
+    samples: int
+    seconds: float  # writing OpenMetrics and promtool's blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The buckets the store's auto tier answers a window with."""
+
+    first_ms: int
+    step_ms: int
+    buckets: int
+
+
+def _temperature_series(filled: Filled) -> Iterator[Series]:
+    """Each GPU's temperature samples, as the store (last 48 h) and the peer store (the 1/min
+    samples before) hold them."""
+    raw_since = NOW_MS - RAW_SPAN_MS
+    rows = "SELECT ts, temp_c FROM samples WHERE gpu = ? AND ts >= ? AND ts < ? ORDER BY ts"
+    with (
+        contextlib.closing(sqlite3.connect(filled.store)) as store,
+        contextlib.closing(sqlite3.connect(filled.peer)) as peer,
+    ):
+        gpus = store.execute("SELECT id, idx, uuid, pci_bus_id, name FROM gpus ORDER BY id")
+        for gpu_id, idx, uuid, pci, model in gpus.fetchall():
+            older = peer.execute(rows, (gpu_id, 0, raw_since)).fetchall()
+            recent = store.execute(rows, (gpu_id, raw_since, NOW_MS + 1)).fetchall()
+            gpu = {"gpu": str(idx), "uuid": uuid, "pci_bus_id": pci, "model": model}
+            yield Series({**gpu, **target_labels(PROM_NODE)}, [*older, *recent])
+
+
+def load_prometheus(filled: Filled, root: Path) -> Loaded:
+    """The store's temperature samples as Prometheus TSDB blocks in ``root / "tsdb"``."""
+    started = time.perf_counter()
+    text = root / "temperature.om"
+    root.mkdir()
+    family = Family(PROM_METRIC, "gauge", _temperature_series(filled))
+    samples = write_openmetrics(text, [family])
+    create_blocks(text, root / "tsdb", block_hours=PROM_BLOCK_HOURS)
+    text.unlink()
+    return Loaded(samples, time.perf_counter() - started)
+
+
+async def auto_grid(path: Path, since_ms: int, buckets: int, gpus: tuple[int, ...] = ()) -> Grid:
+    conn = await open_reader(path)
+    try:
+        series = await window_series(conn, since_ms, buckets, gpus=gpus)
+    finally:
+        await conn.close()
+    return Grid(series[0].buckets[0].ts_ms, series[0].step_ms, len(series[0].buckets))
+
+
+def _api(http: httpx2.Client, path: str, params: dict[str, str]) -> Any:
+    """The answer's ``data``, over the kept-alive connection (``tests.prometheus_server.api``
+    connects anew for each call, which would put a connect in every timing)."""
+    body = http.get(path, params=params).json()
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus {path} {params}: {body.get('error')}")
+    return body["data"]
+
+
+def time_prometheus(http: httpx2.Client, name: str, path: str, params: dict[str, str]) -> Result:
+    """``REPEATS`` GETs of ``path`` after ``WARMUP``; the answer's size from one more with
+    the query's statistics (untimed)."""
+    data = _api(http, path, {**params, "stats": "all"})
+    read = data.get("stats", {}).get("samples", {}).get("totalQueryableSamples")
+    series = data["result"]
+    points = sum(len(s.get("values", ())) or 1 for s in series)
+    answer = f"{len(series)} x {points // max(1, len(series))} points"
+    answer += f", {read:,} samples" if isinstance(read, int) else ""
+    for _ in range(WARMUP):
+        _api(http, path, params)
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        _api(http, path, params)
+        times.append((time.perf_counter() - started) * 1000)
+    return Result(name, answer, percentile(times, 50), percentile(times, 95))
+
+
+def _range_params(grid: Grid, selector: str) -> dict[str, str]:
+    """Each point the samples of one store bucket, [start, end): Prometheus 2's ranges hold
+    both ends, so the point is 1 ms before the bucket's end and its range 1 ms short."""
+    return {
+        "query": f"avg_over_time({PROM_METRIC}{selector}[{grid.step_ms - 1}ms])",
+        "start": f"{(grid.first_ms + grid.step_ms - 1) / 1000:.3f}",
+        "end": f"{(grid.first_ms + grid.buckets * grid.step_ms - 1) / 1000:.3f}",
+        "step": f"{grid.step_ms / 1000:g}",
+    }
+
+
+def measure_prometheus(url: str, filled: Filled) -> dict[str, Result]:
+    """The peer's answers, keyed by the store's row they are printed under."""
+    grid48 = asyncio.run(auto_grid(filled.store, NOW_MS - RAW_SPAN_MS, 1000, gpus=(0,)))
+    grid30 = asyncio.run(auto_grid(filled.store, NOW_MS - MINUTE_SPAN_MS, 300))
+    node = f'node="{PROM_NODE}"'
+    cases = {
+        PROM_AFTER_48H: (grid48, f'{{{node},gpu="0"}}'),
+        PROM_AFTER_30D: (grid30, f"{{{node}}}"),
+    }
+    out = {}
+    with httpx2.Client(base_url=url, timeout=120) as http:
+        for after, (grid, selector) in cases.items():
+            name = f"  Prometheus query_range, step {_duration(grid.step_ms)}"
+            out[after] = time_prometheus(
+                http, name, "/api/v1/query_range", _range_params(grid, selector)
+            )
+        instant = {"query": f"{PROM_METRIC}{{{node}}}", "time": f"{NOW_MS / 1000:.3f}"}
+        name = "  Prometheus instant query"
+        out[PROM_AFTER_SNAPSHOT] = time_prometheus(http, name, "/api/v1/query", instant)
+    return out
+
+
+def _duration(ms: int) -> str:
+    return f"{ms // HOUR_MS} h" if ms % HOUR_MS == 0 else f"{ms / 60_000:g} min"
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def report(
+    filled: Filled,
+    results: list[Result],
+    peer: dict[str, Result],
+    loaded: Loaded | None,
+    skipped: str | None,
+) -> None:
     r = filled.rows
     print(
         f"store: {GPUS} GPUs; samples {r['samples']:,} rows (48 h at 10 s, real writer), "
@@ -301,23 +478,49 @@ def report(filled: Filled, results: list[Result]) -> None:
         f"a read-only aiosqlite connection; {REPEATS} calls after {WARMUP} warm-up "
         f"({SLOW_REPEATS} for the forced/peer scans)"
     )
-    by_name = {x.name: x for x in results}
-    auto30 = by_name["30 d, 8 GPUs, 300 buckets, auto tier"].p50_ms
-    rows = []
+    if loaded is not None:
+        print(
+            f"Prometheus: {loaded.samples:,} samples of {PROM_METRIC} (the store's 48 h at 10 s "
+            f"and the peer's 1/min before, 30 d), loaded by promtool in {PROM_BLOCK_HOURS} h "
+            f"blocks in {loaded.seconds:.0f} s, retention {PROM_RETENTION}; asked over HTTP "
+            f"(JSON decoded), {REPEATS} calls after {WARMUP} warm-up; query_range step = the "
+            "store's auto-tier bucket, avg_over_time over its samples; "
+            "samples = totalQueryableSamples"
+        )
+    else:
+        print(f"Prometheus peer skipped: {skipped}")
+    rows, base = [], 1.0
     for x in results:
-        ratio = f"{x.p50_ms / auto30:.0f}x" if x.name.startswith("  ") else ""
-        rows.append([x.name, x.answer, f"{x.p50_ms:.2f}", f"{x.p95_ms:.2f}", ratio])
-    print(table(["query", "answer", "p50 ms", "p95 ms", "vs auto"], rows))
+        for y in [x] + ([peer[x.name]] if x.name in peer else []):
+            if not y.name.startswith("  "):
+                base = y.p50_ms
+            ratio = f"{y.p50_ms / base:.1f}x" if y.name.startswith("  ") else ""
+            rows.append([y.name, y.answer, f"{y.p50_ms:.2f}", f"{y.p95_ms:.2f}", ratio])
+    print(table(["query", "answer", "p50 ms", "p95 ms", "vs store"], rows))
+    if loaded is not None:
+        print("365 d: no Prometheus row, it holds the 30 days loaded")
     for name in ("samples", "rollup_1m", "rollup_1h"):
         print(f"plan on {name}: {plan(filled.store, name)}")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.query")
+    parser.add_argument("--no-prometheus", action="store_true", help="skip the Prometheus peer")
+    args = parser.parse_args(argv)
     log_like_production()
     print("query: metric history and snapshot latency on a store filled to default retention")
+    skipped = "--no-prometheus" if args.no_prometheus else missing_tools()
     with tempfile.TemporaryDirectory(prefix="xidwatch-bench-") as tmp:
         filled = fill(Path(tmp))
-        report(filled, asyncio.run(measure(filled)))
+        results = asyncio.run(measure(filled))
+        peer: dict[str, Result] = {}
+        loaded = None
+        if skipped is None:
+            root = Path(tmp) / "prometheus"
+            loaded = load_prometheus(filled, root)
+            with prometheus_serving(root, retention=PROM_RETENTION) as url:
+                peer = measure_prometheus(url, filled)
+        report(filled, results, peer, loaded, skipped)
 
 
 if __name__ == "__main__":

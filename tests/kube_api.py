@@ -242,8 +242,13 @@ class KubeApiServer:
 
     def start(self) -> KubeApiServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer((self.host, 0), handler)
+        self._httpd = ThreadingHTTPServer((self.host, 0), handler, bind_and_activate=False)
         self._httpd.daemon_threads = True
+        # listen()'s backlog: socketserver's 5 drops connections a gateway's fan-out opens at
+        # once (each then waits a 1 s SYN retry); a real API server gets the kernel's maximum.
+        self._httpd.request_queue_size = 1024
+        self._httpd.server_bind()
+        self._httpd.server_activate()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.02,), name="kube-api", daemon=True
         )

@@ -68,10 +68,15 @@ class PrometheusServer:
 
 
 def start_prometheus(
-    stack: ExitStack, tmp_path: Path, *, rule_files: Sequence[Path] = ()
+    stack: ExitStack,
+    tmp_path: Path,
+    *,
+    rule_files: Sequence[Path] = (),
+    flags: Sequence[str] = (),
 ) -> PrometheusServer:
-    """Prometheus with ``rule_files``, scraping no target yet, until ``stack`` closes;
-    returned once it is ready."""
+    """Prometheus with ``rule_files`` and extra command-line ``flags``, scraping no target
+    yet, until ``stack`` closes; returned once it is ready. Its TSDB is ``tmp_path / "tsdb"``
+    (blocks put there first are served)."""
     config, targets = tmp_path / "prometheus.yml", tmp_path / "targets.json"
     targets.write_text("[]")
     every = f"{SCRAPE_INTERVAL_S}s"
@@ -88,7 +93,7 @@ def start_prometheus(
     address = f"127.0.0.1:{_free_port()}"
     assert PROMETHEUS is not None
     argv = [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
-    argv += [f"--web.listen-address={address}", "--log.level=warn"]
+    argv += [f"--web.listen-address={address}", "--log.level=warn", *flags]
     log = tmp_path / "prometheus.log"
     out = stack.enter_context(log.open("wb"))
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
