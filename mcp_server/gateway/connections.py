@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import resource
+import socket
 import ssl
 import time
 from collections import deque
@@ -248,7 +250,7 @@ class ConnectionPool:
             raise NodeCallError("transport", f"TLS with {target.authority}: {e}") from e
         except OSError as e:
             where = f"{host}:{port}" + (" through the proxy" if self._proxy else "")
-            raise NodeCallError("refused", f"cannot connect to {where}: {e}") from e
+            raise NodeCallError("refused", f"cannot connect to {where}: {_os_reason(e)}") from e
 
     async def _through_proxy(
         self, target: _Target, tls: ssl.SSLContext | None, name: str | None
@@ -388,6 +390,13 @@ def _check_size(size: int, max_bytes: int) -> None:
 def _keep_alive(version: str, headers: Mapping[str, str]) -> bool:
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     return "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+
+
+def _os_reason(e: OSError) -> str:
+    """ "Connection refused", not asyncio's "Connect call failed ('10.0.3.17', 9607)"."""
+    if isinstance(e, socket.gaierror) or not e.errno:
+        return e.strerror or str(e) or type(e).__name__
+    return os.strerror(e.errno)
 
 
 def _default_max_idle() -> int:
