@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,11 +17,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mcp_server.gateway.client import NodeClient
 from mcp_server.gateway.connections import IDLE_S, MAX_HEAD_BYTES, ConnectionPool, Response
 from mcp_server.gateway.errors import GatewayError, NodeCallError
-from tests.gateway.http_peer import HANG, Answer, HttpPeer, Seen, http_peer, raw_answer
+from mcp_server.gateway.transport import ApiProxyTransport, PodEndpoint
+from tests.gateway.http_peer import HANG, Answer, HttpPeer, Seen, http_peer, json_answer, raw_answer
+from watcher.k8s.client import connect_kubernetes
 
 OK = raw_answer(200, b'{"ok": true}')
+GPUS = {"content": [], "structuredContent": {"gpus": []}}
 MAX = 1024
 
 
@@ -240,6 +245,59 @@ async def test_a_proxy_that_refuses_the_tunnel_is_named() -> None:
     assert f"proxy 127.0.0.1:{proxy.port} refused CONNECT kube.example.com:6443: HTTP 407" in str(
         failed
     )
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+async def test_a_kubeconfigs_ca_tls_server_name_and_proxy_url_carry_a_pod_proxy_call(
+    tmp_path: Path, through_proxy: bool
+) -> None:
+    """From the kubeconfig file to the wire: the real client library loads it, and the
+    call goes where and how it says (its CA, its TLS name, its proxy, its token)."""
+    seen: list[Seen] = []
+
+    def api_server(request: Seen) -> bytes:
+        seen.append(request)
+        return json_answer(200, {"jsonrpc": "2.0", "id": request.json()["id"], "result": GPUS})
+
+    with _tls_files(tmp_path, "kube-api.internal") as (server_tls, _):
+        async with _tls_peer(api_server, server_tls) as port, _connect_proxy() as proxy:
+            cluster = {
+                "server": f"https://127.0.0.1:{port}",
+                "certificate-authority": str(tmp_path / "tls.crt"),
+                "tls-server-name": "kube-api.internal",
+            }
+            if through_proxy:
+                cluster["proxy-url"] = f"http://127.0.0.1:{proxy.port}"
+            api = await connect_kubernetes(_kubeconfig(tmp_path, cluster), environ={})
+            assert api is not None
+            transport = ApiProxyTransport(api)
+            pool = transport.pool()
+            try:
+                url = transport.url(PodEndpoint("gpu", "xidwatch-a", "10.0.3.17", 9607))
+                client = NodeClient(pool, transport)
+                assert await client.call_tool(url, "list_gpus", {}, timeout_s=5) == {"gpus": []}
+            finally:
+                await pool.aclose()
+                await api.close()  # type: ignore[no-untyped-call]  # untyped library
+    (request,) = seen
+    assert request.line == "POST /api/v1/namespaces/gpu/pods/xidwatch-a:9607/proxy/mcp HTTP/1.1"
+    assert request.headers["authorization"] == "Bearer kube-token"
+    tunnels = [s.line for s in proxy.seen]
+    assert tunnels == ([f"CONNECT 127.0.0.1:{port} HTTP/1.1"] if through_proxy else [])
+
+
+def _kubeconfig(tmp: Path, cluster: dict[str, str]) -> Path:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": "kube-token"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path = tmp / "kubeconfig"
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def test_only_an_http_proxy_is_accepted() -> None:
