@@ -25,7 +25,10 @@ from mcp_server.gateway.transport import ERROR_BODY_BYTES, DirectTransport, Tran
 
 __all__ = ["MAX_ANSWER_BYTES", "NodeClient"]
 
-MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a full page of correlations is far below this
+# The largest answer a node gives (get_metric_history: 8 metrics x 1000 buckets, as text and
+# as structured content) is under 2 MiB; 32 calls at once at this cap stay within half the
+# gateway's memory limit (512 MiB), whatever a broken or hostile node sends.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 _TOOL_ERROR_PREFIX = "Error executing tool "
 _ACCEPT = "application/json, text/event-stream"
 

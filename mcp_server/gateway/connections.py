@@ -43,6 +43,7 @@ __all__ = ["IDLE_S", "ConnectionPool", "Response"]
 
 IDLE_S = 4.0  # how long a connection is kept unused; below uvicorn's keep-alive of 5 s
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers, ours or a proxy's
+MAX_INTERIM = 8  # 1xx answers before the real one; a node sending them forever is refused
 MAX_TARGETS = 65_536  # URLs taken apart and remembered (a node's, or its pod proxy's)
 _NO_BODY = frozenset({204, 304})
 
@@ -305,7 +306,11 @@ async def _exchange(
         except ConnectionResetError:
             return None
         status, version, headers = _parse_head(head)
+        interim = 0
         while 100 <= status < 200:  # 100 Continue and the like come before the answer
+            interim += 1
+            if interim > MAX_INTERIM:
+                raise NodeCallError("protocol", f"more than {MAX_INTERIM} interim (1xx) answers")
             status, version, headers = _parse_head(await _read_head(conn.reader))
         body, to_eof = await _read_body(conn.reader, status, headers, max_bytes)
     except asyncio.IncompleteReadError as e:

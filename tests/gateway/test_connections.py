@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mcp_server.gateway.client import NodeClient
-from mcp_server.gateway.connections import IDLE_S, MAX_HEAD_BYTES, ConnectionPool, Response
+from mcp_server.gateway.connections import (
+    IDLE_S,
+    MAX_HEAD_BYTES,
+    MAX_INTERIM,
+    ConnectionPool,
+    Response,
+)
 from mcp_server.gateway.errors import GatewayError, NodeCallError
 from mcp_server.gateway.transport import ApiProxyTransport, PodEndpoint
 from tests.gateway.http_peer import HANG, Answer, HttpPeer, Seen, http_peer, json_answer, raw_answer
@@ -150,11 +156,9 @@ async def test_a_chunked_answer_with_a_trailer_is_joined() -> None:
     assert peer.connections == 1
 
 
-async def test_a_100_continue_before_the_answer_is_skipped() -> None:
-    async with (
-        http_peer(lambda seen: b"HTTP/1.1 100 Continue\r\n\r\n" + OK) as peer,
-        _pool() as pool,
-    ):
+async def test_interim_answers_before_the_answer_are_skipped() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" * MAX_INTERIM
+    async with http_peer(lambda seen: interim + OK) as peer, _pool() as pool:
         assert (await _post(pool, peer.url)).status == 200
 
 
@@ -168,6 +172,7 @@ async def test_a_100_continue_before_the_answer_is_skipped() -> None:
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.x answer"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed answer header"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", "headers larger"),
+        (b"HTTP/1.1 102 Processing\r\n\r\n" * (MAX_INTERIM + 1) + OK, "interim (1xx)"),
     ],
 )
 async def test_a_malformed_or_oversized_answer_is_a_protocol_failure(
