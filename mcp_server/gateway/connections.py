@@ -140,7 +140,7 @@ class ConnectionPool:
             answer = await _exchange(conn, request, max_bytes)
             if answer is None and reused:  # the kept connection was closing: once more
                 conn.close()
-                conn, reused = await self._connect(target), False
+                conn = await self._connect(target)
                 answer = await _exchange(conn, request, max_bytes)
         except BaseException:
             conn.close()
