@@ -25,6 +25,7 @@ __all__ = [
     "http_peer",
     "json_answer",
     "raw_answer",
+    "read_request",
     "rpc_result",
 ]
 
@@ -70,7 +71,7 @@ class HttpPeer:
         if (task := asyncio.current_task()) is not None:
             self._tasks.add(task)
         try:
-            while request := await _read_request(reader, number):
+            while request := await read_request(reader, number):
                 self.seen.append(request)
                 out = self.answer(request)
                 if out == HANG:
@@ -113,7 +114,8 @@ async def http_peer(answer: Answer, *, then_close: bool = False) -> AsyncIterato
         await peer.stop()
 
 
-async def _read_request(reader: asyncio.StreamReader, connection: int) -> Seen | None:
+async def read_request(reader: asyncio.StreamReader, connection: int = 1) -> Seen | None:
+    """The next request on a connection (its body by ``Content-Length``); None at its end."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:

@@ -27,7 +27,16 @@ from mcp_server.gateway.connections import (
 )
 from mcp_server.gateway.errors import GatewayError, NodeCallError
 from mcp_server.gateway.transport import ApiProxyTransport, PodEndpoint
-from tests.gateway.http_peer import HANG, Answer, HttpPeer, Seen, http_peer, json_answer, raw_answer
+from tests.gateway.http_peer import (
+    HANG,
+    Answer,
+    HttpPeer,
+    Seen,
+    http_peer,
+    json_answer,
+    raw_answer,
+    read_request,
+)
 from watcher.k8s.client import connect_kubernetes
 
 OK = raw_answer(200, b'{"ok": true}')
@@ -364,20 +373,15 @@ async def _connect_proxy() -> AsyncIterator[HttpPeer]:
     proxy = HttpPeer(lambda seen: OK)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        line = head.split(b"\r\n", 1)[0].decode()
-        headers = {
-            k.strip().lower(): v.strip()
-            for k, _, v in (h.partition(":") for h in head.decode().split("\r\n")[1:] if h)
-        }
-        if not line.startswith("CONNECT "):
-            proxy.seen.append(Seen(line, headers, await reader.read(0), 1))
+        request = await read_request(reader)
+        assert request is not None
+        proxy.seen.append(request)
+        if not request.line.startswith("CONNECT "):
             writer.write(OK)
             await writer.drain()
             writer.close()
             return
-        proxy.seen.append(Seen(line, headers, b"", 1))
-        port = int(line.split()[1].rsplit(":", 1)[1])
+        port = int(request.line.split()[1].rsplit(":", 1)[1])
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
